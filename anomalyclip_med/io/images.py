@@ -1,0 +1,64 @@
+"""Reading 2D images (PNG/JPEG/TIFF/BMP) into 8-bit RGB, whatever their mode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from anomalyclip_med.errors import InputError
+
+__all__ = ["IMAGE_SUFFIXES", "list_images", "to_rgb", "read_image"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """
+    Convert any PIL image to 8-bit RGB.
+
+    Grayscale and palette images are replicated to three channels; alpha is dropped (the colour values are
+    kept as stored); 16-bit, 32-bit integer and float images are scaled from their own min..max to 0..255,
+    since dividing a 12-bit scan by 65535 would leave it black.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        finite = a[np.isfinite(a)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        scaled = np.zeros_like(a) if hi <= lo else (np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo) - lo) / (hi - lo)
+        image = Image.fromarray(np.round(scaled * 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Read ``path`` as an 8-bit RGB PIL image; an unreadable file raises ``InputError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Image '{path}' does not exist.")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise InputError(
+            f"Cannot read image '{path}': {err}. Supported: {', '.join(IMAGE_SUFFIXES)} files that PIL can open."
+        ) from None
+
+
+def list_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into image files; a missing path raises ``InputError``."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"Input '{p}' does not exist.")
+    if not out:
+        raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {[str(p) for p in paths]}.")
+    return out

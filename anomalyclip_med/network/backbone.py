@@ -1,0 +1,272 @@
+"""
+Loading the frozen CLIP backbone through open_clip.
+
+Every real loading path stays open_clip's: pretrained tags (downloaded and cached by open_clip), OpenAI
+TorchScript archives and state dicts (``build_model_from_openai_state_dict``), open_clip state dicts for a
+named architecture (``create_model`` + ``load_checkpoint``), and open_clip model configs (``CLIP(**cfg)``)
+for tiny random models. What this module adds is the checks that turn a library traceback into an error
+naming the file, the tensor and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.factory import load_state_dict
+from open_clip.model import CLIP, build_model_from_openai_state_dict
+
+from anomalyclip_med.errors import BackboneError, MissingWeightsError
+
+__all__ = ["DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "ViT-L-14-336"
+DEFAULT_WEIGHTS = "openai"
+# Where a user without network access gets the default weights by hand.
+_OPENAI_VITL14_336_HINT = (
+    "download OpenAI's ViT-L/14@336px CLIP file 'ViT-L-14-336px.pt' (the URL is in open_clip's pretrained "
+    "table: open_clip.get_pretrained_url('ViT-L-14-336', 'openai')) on a machine with internet access, copy it "
+    "here and pass its path with --backbone-weights (API: backbone_weights=PATH)"
+)
+_OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """Identity of a loaded backbone, written into every output file."""
+
+    name: str
+    weights: str
+    random_weights: bool
+    patch_size: int
+    vision_layers: int
+    text_width: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_path_like(value: str | os.PathLike) -> bool:
+    s = str(value)
+    return isinstance(value, os.PathLike) or os.sep in s or s.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bool]:
+    """
+    Read a backbone weights file: an OpenAI TorchScript archive or a (possibly wrapped) state dict.
+
+    Returns:
+        the state dict and whether it came from a TorchScript archive.
+
+    Raises:
+        BackboneError: the file cannot be read as either.
+    """
+    path = str(path)
+    if _is_torchscript(path):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+                sd = torch.jit.load(path, map_location="cpu").state_dict()
+        except Exception as err:
+            raise BackboneError(f"Cannot read TorchScript archive '{path}': {type(err).__name__}: {err}") from None
+        for key in _OPENAI_ONLY_KEYS:
+            sd.pop(key, None)
+        return dict(sd), True
+    try:
+        sd = load_state_dict(path, device="cpu", weights_only=True)
+    except Exception as err:
+        raise BackboneError(
+            f"Cannot read backbone weights file '{path}': {type(err).__name__}: {err}. Expected an OpenAI CLIP "
+            "TorchScript archive (.pt), an OpenAI-format state dict or an open_clip checkpoint."
+        ) from None
+    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
+        raise BackboneError(f"Backbone weights file '{path}' does not hold a state dict of tensors.")
+    for key in _OPENAI_ONLY_KEYS:
+        sd.pop(key, None)
+    return sd, False
+
+
+def _is_torchscript(path: str) -> bool:
+    # TorchScript archives are zip files holding serialized code next to the tensors
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _is_openai_vit(sd: dict[str, torch.Tensor]) -> bool:
+    return "visual.proj" in sd and "visual.conv1.weight" in sd and "token_embedding.weight" in sd
+
+
+def _check_fits(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, source: str) -> None:
+    """Raise naming the first tensor of ``sd`` that ``model`` lacks or that has another shape."""
+    expected = model.state_dict()
+    for key, tensor in sd.items():
+        if key not in expected:
+            raise BackboneError(f"{what} does not fit {source}: the file has tensor '{key}' that {what} lacks.")
+        if tuple(expected[key].shape) != tuple(tensor.shape):
+            raise BackboneError(
+                f"{what} does not fit {source}: tensor '{key}' has shape {tuple(tensor.shape)} in the file but "
+                f"{tuple(expected[key].shape)} in {what}. Name the architecture the weights were trained with "
+                "(--backbone), or leave it out for OpenAI-format files, whose architecture is read from the tensors."
+            )
+    missing = sorted(set(expected) - set(sd) - {"attn_mask"})
+    if missing:
+        raise BackboneError(f"{what} does not fit {source}: the file lacks tensor '{missing[0]}'.")
+
+
+def _config_from(spec: dict | str | os.PathLike) -> dict:
+    if isinstance(spec, dict):
+        return dict(spec)
+    try:
+        return json.loads(Path(spec).read_text())
+    except (OSError, ValueError) as err:
+        raise BackboneError(f"Cannot read open_clip model config '{spec}': {err}") from None
+
+
+def _build_from_config(cfg: dict) -> CLIP:
+    if "model_cfg" in cfg:  # the layout open_clip writes next to hub checkpoints
+        cfg = cfg["model_cfg"]
+    if "hf_model_name" in cfg.get("text_cfg", {}) or "timm_model_name" in cfg.get("vision_cfg", {}):
+        raise BackboneError("AnomalyCLIP needs CLIP's own ViT image tower and text transformer, not HF/timm towers.")
+    try:
+        return CLIP(**cfg)
+    except TypeError as err:
+        raise BackboneError(f"Invalid open_clip model config: {err}") from None
+
+
+def _named_model(name: str, **kwargs: Any) -> CLIP:
+    if open_clip.get_model_config(name) is None:
+        raise BackboneError(
+            f"Unknown backbone architecture '{name}'. Use an open_clip model name "
+            f"(e.g. {DEFAULT_BACKBONE}, ViT-B-16; see open_clip.list_models()) or an open_clip model config."
+        )
+    return open_clip.create_model(name, pretrained=None, **kwargs)
+
+
+def _from_tag(name: str, tag: str, cache_dir: str | None) -> CLIP:
+    tag_cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise MissingWeightsError(
+            f"'{tag}' is neither a weights file that exists nor an open_clip pretrained tag of {name} "
+            f"(known tags: {tags}). Pass an existing file with --backbone-weights."
+        )
+    try:
+        # open_clip knows which released weights were trained with QuickGELU; its plain configs do not.
+        return open_clip.create_model(
+            name, pretrained=tag, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)), cache_dir=cache_dir
+        )
+    except Exception as err:
+        hint = _OPENAI_VITL14_336_HINT if (name, tag) == (DEFAULT_BACKBONE, DEFAULT_WEIGHTS) else (
+            "download them on a machine with internet access (open_clip.create_model("
+            f"'{name}', pretrained='{tag}') caches them) and pass the file with --backbone-weights"
+        )
+        raise MissingWeightsError(
+            f"Could not obtain the weights of backbone {name} (open_clip tag '{tag}'): {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}. This machine is probably offline. To fix: {hint}."
+        ) from None
+
+
+def load_backbone(
+    backbone: str | dict | os.PathLike | None = None,
+    weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
+    cache_dir: str | None = None,
+) -> tuple[CLIP, BackboneInfo]:
+    """
+    Build the CLIP backbone.
+
+    Args:
+        backbone: an open_clip model name, an open_clip model config (dict, or a JSON file path), or ``None``:
+            read the architecture from an OpenAI-format ``weights`` file, else use ``ViT-L-14-336``.
+        weights: an open_clip pretrained tag (``"openai"``), a weights file (OpenAI TorchScript archive,
+            OpenAI-format state dict, open_clip state dict), or ``None`` for random initialisation.
+        cache_dir: open_clip's download cache.
+
+    Returns:
+        the open_clip ``CLIP`` model in eval mode (fp32, on CPU) and its identity.
+
+    Raises:
+        MissingWeightsError: the weights file does not exist or a tag cannot be downloaded.
+        BackboneError: the weights do not fit the named architecture, or cannot be read.
+    """
+    is_config = isinstance(backbone, dict) or (
+        backbone is not None and str(backbone).endswith(".json")
+    )
+    name = "open_clip config" if is_config else (str(backbone) if backbone is not None else None)
+    if is_config and not isinstance(backbone, dict):
+        name = f"open_clip config {backbone}"
+
+    if weights is None:
+        if backbone is None:
+            backbone = DEFAULT_BACKBONE
+            name = DEFAULT_BACKBONE
+        model = _build_from_config(_config_from(backbone)) if is_config else _named_model(str(backbone))
+        weights_id, random = "random", True
+        warnings.warn(
+            f"Backbone {name} has RANDOM weights (no backbone weights given): its outputs are meaningless for "
+            "anomaly detection; use it only for tests.",
+            stacklevel=2,
+        )
+    elif Path(weights).is_file():
+        path = str(Path(weights).resolve())
+        sd, scripted = read_state_dict(path)
+        if is_config:
+            model = _build_from_config(_config_from(backbone))
+            _check_fits(model, sd, f"backbone {name}", f"weights file '{path}'")
+            open_clip.load_checkpoint(model, path, strict=True)
+        elif scripted or (backbone is None and _is_openai_vit(sd)):
+            if not _is_openai_vit(sd):
+                raise BackboneError(f"'{path}' is not a ViT CLIP model; AnomalyCLIP needs a ViT image tower.")
+            model = build_model_from_openai_state_dict(sd, cast_dtype=torch.float32)
+            if backbone is not None:  # an explicit name must agree with what the tensors say
+                _check_fits(_named_model(str(backbone)), model.state_dict(), f"backbone {name}", f"'{path}'")
+            name = name or "OpenAI CLIP (architecture read from the file)"
+        elif backbone is None:
+            raise BackboneError(
+                f"Cannot infer the architecture of '{path}': it is not an OpenAI-format CLIP file. "
+                "Pass the open_clip model name it was trained with (--backbone NAME, e.g. ViT-B-16)."
+            )
+        else:
+            model = _named_model(str(backbone))
+            _check_fits(model, sd, f"backbone {name}", f"weights file '{path}'")
+            open_clip.load_checkpoint(model, path, strict=True)
+        weights_id, random = path, False
+    elif _is_path_like(weights):
+        raise MissingWeightsError(
+            f"Backbone weights file '{weights}' does not exist. Pass an existing CLIP weights file with "
+            f"--backbone-weights (API: backbone_weights=PATH); to get the default weights, {_OPENAI_VITL14_336_HINT}."
+        )
+    else:
+        if is_config:
+            raise BackboneError("A pretrained tag needs an open_clip model name, not a model config.")
+        name = str(backbone) if backbone is not None else DEFAULT_BACKBONE
+        model = _from_tag(name, str(weights), cache_dir)
+        weights_id, random = f"open_clip:{name}:{weights}", False
+
+    visual = model.visual
+    if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
+        raise BackboneError(f"Backbone {name} has no ViT image tower; AnomalyCLIP needs one.")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise BackboneError(f"Backbone {name} uses attentional pooling, which AnomalyCLIP does not support.")
+    model = model.float().eval()
+    model.requires_grad_(False)
+    info = BackboneInfo(
+        name=name or DEFAULT_BACKBONE,
+        weights=weights_id,
+        random_weights=random,
+        patch_size=int(visual.conv1.kernel_size[0]),
+        vision_layers=len(visual.transformer.resblocks),
+        text_width=int(model.ln_final.weight.shape[0]),
+    )
+    return model, info

@@ -1,0 +1,135 @@
+"""
+Prompt checkpoints: the original authors' ``{"prompt_learner": state_dict}`` files and this package's format.
+
+The package format is a dict with ``format``, ``version``, ``package_version``, the prompt hyper-parameters
+(``config``), the identity of the backbone it was trained with (``backbone``) and the ``state_dict``.
+Files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomalyclip_med.errors import CheckpointError, MissingWeightsError
+from anomalyclip_med.utils.atomic import atomic_path
+
+__all__ = [
+    "PROMPT_FORMAT",
+    "PROMPT_FORMAT_VERSION",
+    "read_prompt_checkpoint",
+    "load_prompt_state",
+    "save_prompt_checkpoint",
+    "file_sha256",
+]
+
+PROMPT_FORMAT = "anomalyclip_med.prompts"
+PROMPT_FORMAT_VERSION = 1
+# In the authors' checkpoints but never used by their forward pass.
+_UNUSED_AUTHOR_KEYS = ("compound_prompt_projections.",)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """
+    Read a prompt checkpoint of either format.
+
+    Returns:
+        ``{"state_dict", "config" (dict or None), "format" ("authors" or "package"), "backbone" (dict or None)}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"Prompt checkpoint '{path}' does not exist. Pass a trained prompt file with --prompts (the authors' "
+            "released 9_12_4_multiscale*/epoch_15.pth, or one written by 'anomalyclip-med train'), or leave "
+            "--prompts out to use freshly initialised (untrained) prompts."
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"Cannot read prompt checkpoint '{path}': {type(err).__name__}: {err}") from None
+    if isinstance(obj, dict) and obj.get("format") == PROMPT_FORMAT:
+        version = obj.get("version")
+        if not isinstance(version, int) or version > PROMPT_FORMAT_VERSION:
+            raise CheckpointError(
+                f"Prompt checkpoint '{path}' has format version {version!r}; this anomalyclip_med reads versions "
+                f"<= {PROMPT_FORMAT_VERSION}. Upgrade the package."
+            )
+        return {"state_dict": obj["state_dict"], "config": obj.get("config"), "format": "package",
+                "backbone": obj.get("backbone")}
+    if isinstance(obj, dict) and isinstance(obj.get("prompt_learner"), dict):
+        sd = {k: v for k, v in obj["prompt_learner"].items() if not k.startswith(_UNUSED_AUTHOR_KEYS)}
+        return {"state_dict": sd, "config": None, "format": "authors", "backbone": None}
+    raise CheckpointError(
+        f"'{path}' is not a prompt checkpoint: expected the authors' {{'prompt_learner': state_dict}} or a file "
+        f"written by anomalyclip_med (format '{PROMPT_FORMAT}')."
+    )
+
+
+def load_prompt_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """
+    Load ``state_dict`` into a prompt learner, all or nothing.
+
+    Raises:
+        CheckpointError: naming the first missing, unexpected or mis-shaped tensor and what it means.
+    """
+    expected = module.state_dict()
+    for key in expected:
+        if key not in state_dict:
+            raise CheckpointError(
+                f"Prompt checkpoint {source} lacks tensor '{key}': it was made with other prompt settings "
+                "(deep prompt depth or layout) than the model's."
+            )
+    for key, tensor in state_dict.items():
+        if key not in expected:
+            raise CheckpointError(
+                f"Prompt checkpoint {source} has tensor '{key}' that the model lacks: it was made with other "
+                "prompt settings (e.g. a larger deep prompt depth)."
+            )
+        want, got = tuple(expected[key].shape), tuple(tensor.shape)
+        if want != got:
+            hint = (
+                "its last dimension is the text width of the backbone it was trained with; use that backbone"
+                if want[-1] != got[-1]
+                else "it was trained with other prompt lengths (n_ctx / t_n_ctx); set them to match"
+            )
+            raise CheckpointError(
+                f"Prompt checkpoint {source} does not fit this model: tensor '{key}' has shape {got}, "
+                f"the model expects {want} ({hint})."
+            )
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
+
+
+def save_prompt_checkpoint(
+    path: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    backbone: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a prompt checkpoint in the package format, atomically."""
+    from anomalyclip_med import __version__
+
+    payload = {
+        "format": PROMPT_FORMAT,
+        "version": PROMPT_FORMAT_VERSION,
+        "package_version": __version__,
+        "config": config,
+        "backbone": backbone,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        **(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)

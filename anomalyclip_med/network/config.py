@@ -1,0 +1,80 @@
+"""Hyper-parameters of the AnomalyCLIP network, with the paper's values as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["AnomalyCLIPConfig"]
+
+
+@dataclass
+class AnomalyCLIPConfig:
+    """
+    Settings of the AnomalyCLIP network that do not live in the backbone weights.
+
+    Args:
+        image_size: side of the square network input in pixels; must be a multiple of the backbone's patch size.
+        n_ctx: learnable context tokens per prompt ("[V1..Vn] object." / "[W1..Wn] damaged object.").
+        depth: deep compound prompt depth; text layers 2..depth get ``t_n_ctx`` learned tokens each.
+        t_n_ctx: learned tokens inserted after the start token in each deep text layer.
+        feature_layers: 1-based visual layers whose V-V tokens give patch features; ``None`` scales the
+            paper's (6, 12, 18, 24) to the backbone depth (quarters of the depth).
+        dpam_layers: how many of the last visual layers run the dual (DPAM) path; ``None`` scales the
+            paper's 19 of 24 (the reference's ``DPAM_layer=20``) to the backbone depth.
+        map_layers: indices into ``feature_layers`` whose maps are summed into the anomaly map;
+            ``None`` uses all of them (the paper), ``(-1,)`` only the last (the authors' other variant).
+        sigma: Gaussian smoothing of the summed map, in pixels (scipy ``gaussian_filter``, reflect border).
+        temperature: softmax temperature of the cosine similarities.
+        seed: seed of the fresh prompt initialisation when no prompt checkpoint is given.
+    """
+
+    image_size: int = 518
+    n_ctx: int = 12
+    depth: int = 9
+    t_n_ctx: int = 4
+    feature_layers: tuple[int, ...] | None = None
+    dpam_layers: int | None = None
+    map_layers: tuple[int, ...] | None = None
+    sigma: float = 4.0
+    temperature: float = 0.07
+    seed: int = 111
+
+    def __post_init__(self) -> None:
+        if self.feature_layers is not None:
+            self.feature_layers = tuple(int(i) for i in self.feature_layers)
+        if self.map_layers is not None:
+            self.map_layers = tuple(int(i) for i in self.map_layers)
+        for name in ("image_size", "n_ctx", "depth", "t_n_ctx"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"AnomalyCLIPConfig.{name} must be a positive integer, got {getattr(self, name)!r}.")
+
+    def resolved_feature_layers(self, n_layers: int) -> tuple[int, ...]:
+        """Feature layers for a visual tower of ``n_layers`` blocks (1-based, ascending)."""
+        layers = self.feature_layers or tuple(max(1, round(n_layers * k / 4)) for k in range(1, 5))
+        bad = [i for i in layers if not 1 <= i <= n_layers]
+        if bad:
+            raise ValueError(f"feature_layers {layers} out of range for a visual tower with {n_layers} layers.")
+        return tuple(sorted(set(layers)))
+
+    def resolved_dpam_layers(self, n_layers: int) -> int:
+        """Number of final visual layers that run the dual DPAM path."""
+        n = self.dpam_layers if self.dpam_layers is not None else n_layers - n_layers // 4 + 1
+        if not 0 <= n <= n_layers:
+            raise ValueError(f"dpam_layers={n} out of range for a visual tower with {n_layers} layers.")
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("feature_layers", "map_layers"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnomalyCLIPConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown AnomalyCLIPConfig field(s) {unknown}; known fields: {sorted(known)}.")
+        return cls(**d)

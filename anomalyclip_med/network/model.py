@@ -1,0 +1,308 @@
+"""The AnomalyCLIP model: a frozen open_clip backbone plus learned object-agnostic prompts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from open_clip.model import CLIP
+from PIL import Image
+from torch import nn
+
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.images import read_image, to_rgb
+from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, BackboneInfo, load_backbone
+from anomalyclip_med.network.checkpoint import (
+    file_sha256,
+    load_prompt_state,
+    read_prompt_checkpoint,
+    save_prompt_checkpoint,
+)
+from anomalyclip_med.network.config import AnomalyCLIPConfig
+from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
+from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
+from anomalyclip_med.network.visual import dpam_forward, patch_grid
+from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, image_transform
+
+__all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"]
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class AnomalyCLIPForward:
+    """What the network computes for a batch; the training losses are defined on it.
+
+    Attributes:
+        image_logits: (B, 2) cosine similarity / temperature against [normal, abnormal] text features.
+        similarity_maps: per map layer, (B, 2, H, W) [normal, abnormal] probabilities at input resolution.
+        image_features: (B, E) global image features (unnormalised).
+        patch_features: per feature layer, (B, 1 + gh*gw, E) tokens (unnormalised; index 0 is the class token).
+    """
+
+    image_logits: torch.Tensor
+    similarity_maps: list[torch.Tensor]
+    image_features: torch.Tensor
+    patch_features: list[torch.Tensor]
+
+
+@dataclass
+class AnomalyCLIPOutput:
+    """Scores of a batch.
+
+    Attributes:
+        image_score: (B,) probability of "abnormal" from the global feature, in [0, 1].
+        anomaly_map: (B, H, W) smoothed map divided by the number of map layers, in [0, 1].
+        smoothed_map: (B, H, W) Gaussian-smoothed sum of the layer maps (the reference's final map, 0..L).
+        combined_map: (B, H, W) un-smoothed sum of the layer maps.
+        layer_maps: (L, B, H, W) per-layer (abnormal + 1 - normal) / 2 maps.
+        image_probs: (B, 2) [normal, abnormal] probabilities.
+    """
+
+    image_score: torch.Tensor
+    anomaly_map: torch.Tensor
+    smoothed_map: torch.Tensor
+    combined_map: torch.Tensor
+    layer_maps: torch.Tensor
+    image_probs: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class AnomalyCLIP(nn.Module):
+    """
+    AnomalyCLIP (Zhou et al., ICLR 2024) on an open_clip backbone.
+
+    Build it with :meth:`from_pretrained`. Only :attr:`prompt_learner` has trainable parameters; the text
+    features of the two prompts do not depend on the image, so :meth:`predict` computes them once and caches
+    them until the prompts change (:meth:`train`, :meth:`load_prompts`).
+
+    Args:
+        clip: open_clip CLIP model (frozen here).
+        backbone_info: identity of the backbone weights.
+        config: network settings.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast dtype of the image tower.
+    """
+
+    def __init__(
+        self, clip: CLIP, backbone_info: BackboneInfo, config: AnomalyCLIPConfig | None = None, precision: str = "fp32"
+    ) -> None:
+        super().__init__()
+        self.config = config or AnomalyCLIPConfig()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+        self.precision = precision
+        self.clip = clip.eval().requires_grad_(False)
+        self.backbone_info = backbone_info
+        n_layers = backbone_info.vision_layers
+        self.feature_layers = self.config.resolved_feature_layers(n_layers)
+        self.dpam_layers = self.config.resolved_dpam_layers(n_layers)
+        map_layers = self.config.map_layers or tuple(range(len(self.feature_layers)))
+        self.map_layers = tuple(i % len(self.feature_layers) for i in map_layers)
+        patch_grid(clip.visual, self.config.image_size, self.config.image_size)  # validates image_size early
+        generator = torch.Generator().manual_seed(self.config.seed)
+        self.prompt_learner = PromptLearner(
+            clip, self.config.n_ctx, self.config.depth, self.config.t_n_ctx, generator=generator
+        )
+        self.prompt_source: dict[str, Any] = {"source": f"fresh initialisation (seed {self.config.seed})",
+                                              "trained": False}
+        self.register_buffer("_text_features", None, persistent=False)
+        preprocess_cfg = getattr(clip.visual, "preprocess_cfg", None) or {}
+        self.mean = tuple(preprocess_cfg.get("mean", OPENAI_DATASET_MEAN))
+        self.std = tuple(preprocess_cfg.get("std", OPENAI_DATASET_STD))
+        self._transform = image_transform(self.config.image_size, self.mean, self.std)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        backbone: str | dict | os.PathLike | None = None,
+        backbone_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
+        prompts: str | os.PathLike | None = None,
+        image_size: int | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        config: AnomalyCLIPConfig | None = None,
+        cache_dir: str | None = None,
+    ) -> AnomalyCLIP:
+        """
+        Build AnomalyCLIP from backbone weights and (optionally) a prompt checkpoint.
+
+        Args:
+            backbone: open_clip model name or model config; ``None`` reads the architecture from an
+                OpenAI-format weights file, else uses ``ViT-L-14-336``.
+            backbone_weights: open_clip pretrained tag, a weights file, or ``None`` for random weights (tests).
+            prompts: prompt checkpoint (the authors' format or this package's); ``None`` initialises fresh,
+                seeded prompts and warns that they are untrained.
+            image_size: network input side; ``None`` takes ``config.image_size`` (518 by default).
+            device: torch device.
+            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the image tower).
+            config: network settings; by default the paper's, or those stored in a package prompt checkpoint.
+            cache_dir: open_clip download cache.
+        """
+        device = torch.device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={device} requested but CUDA is not available here; use device='cpu'.")
+        checkpoint = read_prompt_checkpoint(prompts) if prompts is not None else None
+        if config is None:
+            stored = checkpoint.get("config") if checkpoint else None
+            config = AnomalyCLIPConfig.from_dict(stored) if stored else AnomalyCLIPConfig()
+        if image_size is not None:
+            config = replace(config, image_size=int(image_size))
+        clip, info = load_backbone(backbone, backbone_weights, cache_dir=cache_dir)
+        model = cls(clip, info, config, precision)
+        if checkpoint is not None:
+            model.load_prompts(prompts, _checkpoint=checkpoint)
+        else:
+            warnings.warn(
+                f"No prompt checkpoint given: AnomalyCLIP uses freshly initialised, UNTRAINED prompts "
+                f"(seed {config.seed}); its scores are not meaningful until prompts are trained or loaded.",
+                stacklevel=2,
+            )
+        return model.to(device)
+
+    def load_prompts(self, path: str | os.PathLike, _checkpoint: dict | None = None) -> None:
+        """Load a prompt checkpoint (either format) into the prompt learner, all or nothing."""
+        checkpoint = _checkpoint or read_prompt_checkpoint(path)
+        load_prompt_state(self.prompt_learner, checkpoint["state_dict"], f"'{path}'")
+        self.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
+                              "format": checkpoint["format"], "trained": True}
+        self._text_features = None
+
+    def save_prompts(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write the prompts in the package format (with settings, backbone identity and version), atomically."""
+        prompt_cfg = {k: v for k, v in self.config.to_dict().items() if k in ("n_ctx", "depth", "t_n_ctx", "seed")}
+        return save_prompt_checkpoint(
+            path, self.prompt_learner.state_dict(), prompt_cfg, self.backbone_info.to_dict(), extra
+        )
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_learner.ctx_pos.device
+
+    @property
+    def untrained_warning(self) -> str | None:
+        """A loud note when the backbone is random or the prompts are untrained, else ``None``."""
+        parts = []
+        if self.backbone_info.random_weights:
+            parts.append("the backbone has RANDOM weights")
+        if not self.prompt_source.get("trained"):
+            parts.append("the prompts are freshly initialised and UNTRAINED")
+        return None if not parts else "WARNING: " + " and ".join(parts) + " - these scores are not meaningful."
+
+    def identity(self) -> dict[str, Any]:
+        """Model and weights identity for output files."""
+        from anomalyclip_med import __version__
+
+        return {
+            "package_version": __version__,
+            "backbone": self.backbone_info.to_dict(),
+            "prompts": dict(self.prompt_source),
+            "config": self.config.to_dict(),
+            "precision": self.precision,
+            "warning": self.untrained_warning,
+        }
+
+    # ------------------------------------------------------------------ text side
+    def train(self, mode: bool = True) -> AnomalyCLIP:
+        super().train(mode)
+        self.clip.eval()  # the backbone never leaves eval mode
+        self._text_features = None
+        return self
+
+    def encode_text(self) -> torch.Tensor:
+        """(2, E) L2-normalised [normal, abnormal] text features from the current prompts (with gradients)."""
+        prompts, tokens, deep = self.prompt_learner()
+        features = encode_text_with_prompts(self.clip, prompts, tokens, deep).float()
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def text_features(self) -> torch.Tensor:
+        """Cached text features for inference (recomputed after the prompts change)."""
+        if self._text_features is None:
+            with torch.no_grad():
+                self._text_features = self.encode_text()
+        return self._text_features
+
+    # ------------------------------------------------------------------ image side
+    def preprocess(self, images: Image.Image | str | os.PathLike | Sequence[Image.Image | str | os.PathLike]):
+        """
+        The reference preprocessing: images (PIL or paths; any mode, converted to RGB) -> (B, 3, S, S) tensor.
+        """
+        if isinstance(images, (Image.Image, str, os.PathLike)):
+            images = [images]
+        tensors = [self._transform(read_image(im) if not isinstance(im, Image.Image) else to_rgb(im)) for im in images]
+        return torch.stack(tensors)
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    def _as_batch(self, batch) -> torch.Tensor:
+        if not torch.is_tensor(batch):
+            batch = self.preprocess(batch)
+        if batch.ndim == 3:
+            batch = batch.unsqueeze(0)
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise InputError(f"Expected a (B, 3, H, W) image batch, got shape {tuple(batch.shape)}.")
+        return batch.to(self.device, torch.float32)
+
+    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AnomalyCLIPForward:
+        """
+        Network forward used by training and prediction.
+
+        Args:
+            images: (B, 3, H, W) normalised images.
+            text_features: (2, E) normalised text features; by default computed from the prompts with gradients
+                when training, taken from the cache otherwise.
+        """
+        if text_features is None:
+            text_features = self.encode_text() if self.training else self.text_features()
+        with self._autocast():
+            global_features, patch_features = dpam_forward(
+                self.clip.visual, images, self.feature_layers, self.dpam_layers
+            )
+        global_features = global_features.float()
+        patch_features = [p.float() for p in patch_features]
+        g = global_features / global_features.norm(dim=-1, keepdim=True)
+        image_logits = g @ text_features.t() / self.config.temperature
+        grid = patch_grid(self.clip.visual, images.shape[-2], images.shape[-1])
+        maps = similarity_maps(
+            [patch_features[i] for i in self.map_layers], text_features, grid, tuple(images.shape[-2:]),
+            self.config.temperature,
+        )
+        return AnomalyCLIPForward(image_logits, maps, global_features, patch_features)
+
+    @torch.inference_mode()
+    def predict(self, batch, smooth: bool = True) -> AnomalyCLIPOutput:
+        """
+        Score a batch.
+
+        Args:
+            batch: (B, 3, H, W) or (3, H, W) preprocessed tensor, or PIL images / image paths.
+            smooth: apply the Gaussian filter (sigma ``config.sigma``) to the summed map.
+        """
+        images = self._as_batch(batch)
+        fwd = self.forward(images, self.text_features())
+        probs = fwd.image_logits.softmax(dim=-1)
+        layers = layer_anomaly_maps(fwd.similarity_maps)
+        combined = layers.sum(dim=0)
+        smoothed = gaussian_smooth(combined, self.config.sigma) if smooth else combined
+        anomaly = (smoothed / layers.shape[0]).clamp_(0, 1)
+        return AnomalyCLIPOutput(
+            image_score=probs[:, 1],
+            anomaly_map=anomaly,
+            smoothed_map=smoothed,
+            combined_map=combined,
+            layer_maps=layers,
+            image_probs=probs,
+            extras={"image_features": fwd.image_features, "patch_features": fwd.patch_features},
+        )
