@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -154,6 +155,34 @@ def _named_model(name: str, **kwargs: Any) -> CLIP:
     return open_clip.create_model(name, pretrained=None, **kwargs)
 
 
+def _cached_or_reachable(tag_cfg: dict, cache_dir: str | None) -> tuple[str | None, bool]:
+    """Where a tag's weights already lie in a download cache, and whether their host answers at all."""
+    from urllib.parse import urlparse
+
+    cached, host = None, None
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, filename = os.path.split(tag_cfg["hf_hub"])
+        for name in ([filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
+            hit = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+            if isinstance(hit, str):
+                cached = hit
+                break
+        host = urlparse(constants.ENDPOINT).hostname
+    elif tag_cfg.get("url"):
+        target = Path(cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(tag_cfg["url"])
+        cached = str(target) if target.is_file() else None
+        host = urlparse(tag_cfg["url"]).hostname
+    if cached or host is None:
+        return cached, host is not None
+    try:  # fail in seconds instead of retrying a download for a minute on an offline machine
+        socket.create_connection((host, 443), timeout=5).close()
+        return None, True
+    except OSError:
+        return None, False
+
+
 def _from_tag(name: str, tag: str, cache_dir: str | None) -> CLIP:
     tag_cfg = open_clip.get_pretrained_cfg(name, tag)
     if not tag_cfg:
@@ -162,19 +191,26 @@ def _from_tag(name: str, tag: str, cache_dir: str | None) -> CLIP:
             f"'{tag}' is neither a weights file that exists nor an open_clip pretrained tag of {name} "
             f"(known tags: {tags}). Pass an existing file with --backbone-weights."
         )
+    hint = _OPENAI_VITL14_336_HINT if (name, tag) == (DEFAULT_BACKBONE, DEFAULT_WEIGHTS) else (
+        "download them on a machine with internet access (open_clip.create_model("
+        f"'{name}', pretrained='{tag}') caches them) and pass the file with --backbone-weights"
+    )
+    cached, reachable = _cached_or_reachable(tag_cfg, cache_dir)
+    if not cached and not reachable:
+        raise MissingWeightsError(
+            f"The weights of backbone {name} (open_clip tag '{tag}') are not in the download cache and their "
+            f"server cannot be reached (offline machine?). To fix: {hint}."
+        )
+    # open_clip knows which released weights were trained with QuickGELU; its plain configs do not.
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     try:
-        # open_clip knows which released weights were trained with QuickGELU; its plain configs do not.
         return open_clip.create_model(
-            name, pretrained=tag, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)), cache_dir=cache_dir
+            name, pretrained=cached or tag, force_quick_gelu=quick_gelu, cache_dir=cache_dir
         )
     except Exception as err:
-        hint = _OPENAI_VITL14_336_HINT if (name, tag) == (DEFAULT_BACKBONE, DEFAULT_WEIGHTS) else (
-            "download them on a machine with internet access (open_clip.create_model("
-            f"'{name}', pretrained='{tag}') caches them) and pass the file with --backbone-weights"
-        )
         raise MissingWeightsError(
-            f"Could not obtain the weights of backbone {name} (open_clip tag '{tag}'): {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}. This machine is probably offline. To fix: {hint}."
+            f"Could not load the weights of backbone {name} (open_clip tag '{tag}'): {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}. To fix: {hint}."
         ) from None
 
 

@@ -1,0 +1,39 @@
+"""Shared test fixtures: a tiny random open_clip backbone and the paths of ../shared."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from anomalyclip_med import AnomalyCLIP
+
+TESTS = Path(__file__).resolve().parent
+TINY_CLIP_JSON = TESTS / "data" / "tiny_clip.json"
+SHARED = TESTS.parent.parent / "shared"
+FIXTURE_A = SHARED / "fixtures" / "A"
+SHARED_DATA = SHARED / "data"
+
+needs_fixture_a = pytest.mark.skipif(
+    not FIXTURE_A.is_dir(), reason="../shared/fixtures/A is absent (a plain clone); reference fixtures unavailable"
+)
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason="../shared/data is absent (a plain clone); real data unavailable"
+)
+
+
+def tiny_model(image_size: int = 56, **kwargs) -> AnomalyCLIP:
+    """A tiny randomly initialised AnomalyCLIP (seeded), built from an open_clip model config."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AnomalyCLIP.from_pretrained(
+            backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=image_size, **kwargs
+        )
+
+
+@pytest.fixture
+def tiny() -> AnomalyCLIP:
+    return tiny_model()
