@@ -1,1 +1,1 @@
-"""Inference over scans: slice-wise scoring and the end-to-end scan scorer."""
+"""Running the network over inputs: 2D images, scans, datasets."""
