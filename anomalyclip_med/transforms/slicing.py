@@ -256,5 +256,5 @@ class SliceForeground(Transform):
         threshold = self.threshold_of(volume)
         if threshold is None:
             return torch.zeros(volume.shape[index], dtype=torch.bool)
-        fraction = (volume > threshold).movedim(index, 0).reshape(volume.shape[index], -1).float().mean(dim=1)
-        return fraction >= self.min_fraction
+        counts = (volume > threshold).sum(dim=[d for d in range(3) if d != index])  # no float copy of the scan
+        return counts >= self.min_fraction * (volume.numel() // volume.shape[index])
