@@ -171,6 +171,11 @@ def _png(tmp_path):
     return tmp_path / "slice.png"
 
 
+def _corrupt_nifti(tmp_path):
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    return tmp_path / "broken.nii.gz"
+
+
 def _single_dicom(tmp_path):
     folder, files = _series(tmp_path)
     for f in files[1:]:
@@ -187,6 +192,7 @@ BAD_INPUTS = {
     "2D NIfTI": (_two_d, r"is 2D(.|\n)*predict"),
     "2D PNG": (_png, r"2D image file(.|\n)*predict"),
     "single DICOM slice": (_single_dicom, r"single 2D slice"),
+    "corrupt NIfTI": (_corrupt_nifti, r"Cannot read scan '.*broken\.nii\.gz'"),
     "missing path": (lambda tmp: tmp / "nothing_here.nii.gz", r"does not exist"),
 }
 
