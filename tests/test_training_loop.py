@@ -86,7 +86,7 @@ def test_csv_and_tensorboard_logs(samples, tmp_path):
     out = tmp_path / "o"
     settings = TrainSettings(epochs=2, batch_size=4, progress=False, csv_log=True, tensorboard=True)
     result = train(tiny_model(), AnomalyDataset(samples, 56), out, settings)
-    rows = list(csv.DictReader((out / "train_log.csv").open()))
+    rows = list(csv.DictReader((out / "train_log.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row, hist in zip(rows, result.history):
         for key in ("focal", "dice", "image", "total"):
