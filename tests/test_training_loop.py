@@ -57,8 +57,9 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(samples, tmp_path
     resumed_model = tiny_model()  # a new process would start from scratch like this
     resumed = train(resumed_model, AnomalyDataset(samples, 56), out, TrainSettings(**SETTINGS), resume=True)
     assert resumed.resumed_from == 1 and sorted(find_checkpoints(out)) == [1, 2, 3]
-    for (name, a), b in zip(whole.prompt_learner.state_dict().items(), resumed_model.prompt_learner.state_dict().values()):
-        assert torch.equal(a, b), name  # bit-identical
+    resumed_state = resumed_model.prompt_learner.state_dict()
+    for name, tensor in whole.prompt_learner.state_dict().items():
+        assert torch.equal(tensor, resumed_state[name]), name  # bit-identical
     assert _losses(resumed.history) == _losses(full.history)
     initial = tiny_model().prompt_learner.ctx_pos
     assert not torch.equal(initial, resumed_model.prompt_learner.ctx_pos)  # it did train
@@ -91,7 +92,8 @@ def test_csv_and_tensorboard_logs(samples, tmp_path):
     for row, hist in zip(rows, result.history):
         for key in ("focal", "dice", "image", "total"):
             assert float(row[key]) == pytest.approx(hist[key])
-        assert float(row["total"]) == pytest.approx(4 * (float(row["focal"]) + float(row["dice"])) + float(row["image"]))
+        pixel = 4 * (float(row["focal"]) + float(row["dice"]))
+        assert float(row["total"]) == pytest.approx(pixel + float(row["image"]))
     events = event_accumulator.EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     totals = [(e.step, e.value) for e in events.Scalars("loss/total")]

@@ -131,3 +131,11 @@ def test_bad_batches(tiny, batch):
         compute_losses(tiny, images, masks[..., :28, :28], labels)
     with pytest.raises(InputError, match="B labels"):
         compute_losses(tiny, images, masks, torch.tensor([1, 0, 1]))
+
+
+def test_batch_of_one(tiny, batch):
+    images, masks, labels = batch
+    one = compute_losses(tiny, images[:1], masks[:1], labels[:1])  # label 1
+    assert one["image"].ndim == 0 and one["focal"] > 0 and one["dice"] > 0
+    expected = -tiny.predict(images[:1]).image_probs[0, 1].log()
+    assert one["image"].item() == pytest.approx(expected.item(), rel=1e-5)

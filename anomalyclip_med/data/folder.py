@@ -37,7 +37,9 @@ def _read_csv(dataset: str, root: Path, tree: str) -> list[Sample]:
         reader = csv.DictReader(f)
         header = [c.strip().lower() for c in reader.fieldnames or []]
         if "image" not in header or "label" not in header:
-            raise layout_error(dataset, root, tree, f"'{table}' needs the columns 'image' and 'label' (header: {header})")
+            raise layout_error(
+                dataset, root, tree, f"'{table}' needs the columns 'image' and 'label' (header: {header})"
+            )
         rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
     samples = []
     for line, row in enumerate(rows, start=2):

@@ -32,11 +32,10 @@ def read(dataset: str, root: Path, split: str) -> list[Sample]:
     by_id: dict[int, Path] = {}
     for image in image_files(root, dataset, root, tree, recursive=True):
         if image.stem.isdigit():
-            if int(image.stem) in by_id:
-                raise layout_error(
-                    dataset, root, tree, f"two slices for id {int(image.stem)}: '{by_id[int(image.stem)]}' and '{image}'"
-                )
-            by_id[int(image.stem)] = image
+            index = int(image.stem)
+            if index in by_id:
+                raise layout_error(dataset, root, tree, f"two slices for id {index}: '{by_id[index]}' and '{image}'")
+            by_id[index] = image
     with open(table, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [c.strip().lower() for c in next(reader, [])]

@@ -19,8 +19,8 @@ TREES = {
     "meta": (
         "ROOT/\n"
         "  meta.json     {\"train\": {...}, \"test\": {\"<class>\": [{\"img_path\": \"<class>/test/crack/000.png\",\n"
-        "                 \"mask_path\": \"<class>/ground_truth/crack/000_mask.png\" (or \"\"), \"cls_name\": \"<class>\",\n"
-        "                 \"specie_name\": \"crack\", \"anomaly\": 1}, ...]}}\n"
+        "                 \"mask_path\": \"<class>/ground_truth/crack/000_mask.png\" (or \"\"),\n"
+        "                 \"cls_name\": \"<class>\", \"specie_name\": \"crack\", \"anomaly\": 1}, ...]}}\n"
         "  ...           the images and masks it names (relative to ROOT, or absolute)"
     )
 }

@@ -16,10 +16,10 @@ __all__ = ["NORMAL_FOLDER", "TREES", "SPLITS", "read"]
 
 NORMAL_FOLDER = {"mvtec": "good", "mpdd": "good", "btad": "ok", "dtd": "good"}
 _EXAMPLES = {
-    "mvtec": ("bottle, cable, ..., zipper", "broken_large", "000_mask.png"),
-    "mpdd": ("bracket_black, ..., tubes", "hole", "000_mask.png"),
-    "btad": ("01, 02, 03", "ko", "0000.png (or .bmp)"),
-    "dtd": ("Woven_001, ..., Matted_069", "bad", "000_mask.png"),
+    "mvtec": ("bottle, cable, ..., zipper", "broken_large/000.png", "000_mask.png"),
+    "mpdd": ("bracket_black, ..., tubes", "hole/000.png", "000_mask.png"),
+    "btad": ("01, 02, 03", "ko/0000.bmp", "0000.png"),
+    "dtd": ("Woven_001, ..., Matted_069", "bad/000.png", "000_mask.png"),
 }
 SPLITS = ("train", "test")
 
@@ -27,14 +27,14 @@ SPLITS = ("train", "test")
 def _tree(dataset: str) -> str:
     classes, defect, mask = _EXAMPLES[dataset]
     good = NORMAL_FOLDER[dataset]
-    return (
-        f"ROOT/\n"
-        f"  <class>/                        ({classes})\n"
-        f"    train/{good}/*.png              normal training images\n"
-        f"    test/{good}/*.png               normal test images (label 0)\n"
-        f"    test/<defect>/*.png            anomalous test images (label 1), e.g. {defect}/000.png\n"
-        f"    ground_truth/<defect>/*        their masks, same name or name + '_mask', e.g. {mask}"
-    )
+    lines = [
+        ("  <class>/", f"({classes})"),
+        (f"    train/{good}/*.png", "normal training images"),
+        (f"    test/{good}/*.png", "normal test images (label 0)"),
+        ("    test/<defect>/*.png", f"anomalous test images (label 1), e.g. {defect}"),
+        ("    ground_truth/<defect>/*", f"their masks: the image's name, or name + '_mask', e.g. {mask}"),
+    ]
+    return "ROOT/\n" + "\n".join(f"{left:<30}{right}" for left, right in lines)
 
 
 TREES = {name: _tree(name) for name in NORMAL_FOLDER}

@@ -39,10 +39,11 @@ _NOTES = {
 
 def _tree(dataset: str) -> str:
     images, masks = FOLDERS[dataset]["test"][0]
+    width = max(len(images), len(masks)) + 6
     return (
         f"ROOT/\n"
-        f"  {images}/*      images, all anomalous (label 1)\n"
-        f"  {masks}/*      one mask per image, same name (suffix '_Segmentation' or '_mask' allowed)\n"
+        f"{'  ' + images + '/*':<{width}}images, all anomalous (label 1)\n"
+        f"{'  ' + masks + '/*':<{width}}one mask per image: same name, or name + '_Segmentation' / '_mask'\n"
         f"  ({_NOTES[dataset]})"
     )
 

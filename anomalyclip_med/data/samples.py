@@ -21,7 +21,7 @@ __all__ = [
     "MaskIndex",
 ]
 
-# Stem endings that tie a mask file to its image ("000.png" -> "000_mask.png", "ISIC_1.jpg" -> "ISIC_1_Segmentation.png").
+# Stem endings tying a mask file to its image: "000.png" -> "000_mask.png", "ISIC_1.jpg" -> "ISIC_1_Segmentation.png".
 MASK_SUFFIXES = ("", "_mask", "_segmentation")
 
 

@@ -19,7 +19,7 @@ _LABELS = {"normal": 0, "anomaly": 1}
 TREES = {
     "visa": (
         "ROOT/\n"
-        "  split_csv/1cls.csv             object,split,label,image,mask (label normal|anomaly; paths relative to ROOT)\n"
+        "  split_csv/1cls.csv             object,split,label,image,mask (label normal|anomaly; paths from ROOT)\n"
         "  <class>/Data/Images/Normal/*.JPG       (candle, capsules, ..., pipe_fryum)\n"
         "  <class>/Data/Images/Anomaly/*.JPG\n"
         "  <class>/Data/Masks/Anomaly/*.png       masks (0 = normal, defect ids or 255 = anomalous)"

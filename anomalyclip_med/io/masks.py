@@ -34,9 +34,9 @@ def binarize_mask(values: np.ndarray, source: str = "mask") -> np.ndarray:
     Turn a 2D mask array into a boolean anomaly mask.
 
     Rules, in order: at most one non-zero value -> non-zero is anomalous; an integer label map with largest
-    value below :data:`MAX_LABEL_ID` and at most :data:`MAX_LABEL_LEVELS` values -> non-zero is anomalous; an 8-bit mask with at most
-    :data:`MAX_EDGE_FRACTION` of its pixels strictly between near-black and near-white (JPEG edges) ->
-    values >= 128 are anomalous.
+    value below :data:`MAX_LABEL_ID` and at most :data:`MAX_LABEL_LEVELS` values -> non-zero is anomalous;
+    an 8-bit mask with at most :data:`MAX_EDGE_FRACTION` of its pixels strictly between near-black and
+    near-white (JPEG edges) -> values >= 128 are anomalous.
 
     Args:
         values: (H, W) array, or (H, W, C) whose channels are combined by their maximum (alpha dropped).

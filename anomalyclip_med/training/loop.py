@@ -42,6 +42,8 @@ TENSORBOARD_DIR = "tensorboard"
 _CHECKPOINT = re.compile(r"^epoch_(\d+)\.pth$")
 # settings that change the optimisation path: a resumed run must use the same ones
 _RESUME_KEYS = ("batch_size", "lr", "seed")
+# what a checkpoint holds besides the prompts, for resuming
+_STATE_KEYS = ("epoch", "optimizer", "rng_state", "losses", "training")
 
 
 @dataclass
@@ -142,6 +144,11 @@ def _data_identity(dataset: AnomalyDataset, pixel_losses: bool) -> dict[str, Any
     return {"samples": len(dataset.samples), "sha256": digest.hexdigest(), "pixel_losses": pixel_losses}
 
 
+def _backbone_key(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    # the weights file may have moved: compare its name, not its folder
+    return None if info is None else {**info, "weights": Path(str(info.get("weights"))).name}
+
+
 def _rng_state(shuffle: torch.Generator) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
     if torch.cuda.is_available():
@@ -176,7 +183,7 @@ def _resume(
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"Cannot read checkpoint '{path}' to resume from: {type(err).__name__}: {err}") from None
-    if not isinstance(ckpt, dict) or not all(k in ckpt for k in ("epoch", "optimizer", "rng_state", "losses", "training")):
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in _STATE_KEYS):
         raise CheckpointError(
             f"'{path}' is a prompt file without training state; it cannot be resumed. Start a new run in another "
             "--out folder (pass it with --prompts to start from these prompts)."
@@ -194,7 +201,12 @@ def _resume(
             f"pixel losses {stored['data']['pixel_losses']}) than this run ({data['samples']} samples, pixel "
             f"losses {data['pixel_losses']}). Resume with the same dataset, or start a new --out folder."
         )
-    if ckpt.get("backbone") != model.backbone_info.to_dict():
+    if stored.get("image_size") != model.config.image_size:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it was trained at image size {stored.get('image_size')}, this model runs "
+            f"at {model.config.image_size}. Pass the same --image-size."
+        )
+    if _backbone_key(ckpt.get("backbone")) != _backbone_key(model.backbone_info.to_dict()):
         raise CheckpointError(
             f"Cannot resume from '{path}': it was trained with backbone {ckpt.get('backbone')}, this model has "
             f"{model.backbone_info.to_dict()}. Pass the same --backbone/--backbone-weights."
@@ -260,7 +272,8 @@ def train(
         dataset, batch_size=settings.batch_size, shuffle=True, generator=shuffle, num_workers=settings.num_workers
     )
     writer = None
-    training = {"settings": asdict(settings), "data": data, "run": run_info or {}}
+    training = {"settings": asdict(settings), "data": data, "image_size": model.config.image_size,
+                "run": run_info or {}}
     last = checkpoint_path(out_dir, start)
     try:
         for epoch in range(start + 1, settings.epochs + 1):
