@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AnomalyCLIPMedError", "MissingWeightsError", "BackboneError", "CheckpointError", "InputError"]
+__all__ = ["AnomalyCLIPMedError", "MissingWeightsError", "BackboneError", "CheckpointError", "InputError", "OutputExistsError"]
 
 
 class AnomalyCLIPMedError(Exception):
@@ -23,3 +23,7 @@ class CheckpointError(AnomalyCLIPMedError, ValueError):
 
 class InputError(AnomalyCLIPMedError, ValueError):
     """An input image or volume that cannot be used."""
+
+
+class OutputExistsError(AnomalyCLIPMedError, FileExistsError):
+    """An output file exists and overwriting was not asked for."""

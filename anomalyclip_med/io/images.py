@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from anomalyclip_med.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "to_rgb", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "check_image", "list_images", "to_rgb", "read_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -34,6 +34,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _open_error(path: Path, err: Exception) -> InputError:
+    return InputError(
+        f"Cannot read image '{path}': {err}. Supported: {', '.join(IMAGE_SUFFIXES)} files that PIL can open."
+    )
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Cheaply check that ``path`` is a readable image (header and structure), raising ``InputError`` if not."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise _open_error(path, err) from None
+
+
 def read_image(path: str | os.PathLike) -> Image.Image:
     """Read ``path`` as an 8-bit RGB PIL image; an unreadable file raises ``InputError`` naming it."""
     path = Path(path)
@@ -44,9 +60,7 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             im.load()
             return to_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise InputError(
-            f"Cannot read image '{path}': {err}. Supported: {', '.join(IMAGE_SUFFIXES)} files that PIL can open."
-        ) from None
+        raise _open_error(path, err) from None
 
 
 def list_images(paths: list[str | os.PathLike]) -> list[Path]:
@@ -59,6 +73,7 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
             out.append(p)
         else:
             raise InputError(f"Input '{p}' does not exist.")
+    out = list(dict.fromkeys(out))  # the same file named twice is scored once
     if not out:
         raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {[str(p) for p in paths]}.")
     return out

@@ -80,9 +80,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], b
                 sd = torch.jit.load(path, map_location="cpu").state_dict()
         except Exception as err:
             raise BackboneError(f"Cannot read TorchScript archive '{path}': {type(err).__name__}: {err}") from None
-        for key in _OPENAI_ONLY_KEYS:
-            sd.pop(key, None)
-        return dict(sd), True
+        # traced archives also carry buffers that are not parameters of the model
+        sd = {k: v for k, v in sd.items() if k not in _OPENAI_ONLY_KEYS and not k.endswith("attn_mask")}
+        return sd, True
     try:
         sd = load_state_dict(path, device="cpu", weights_only=True)
     except Exception as err:
@@ -264,7 +264,13 @@ def load_backbone(
         elif scripted or (backbone is None and _is_openai_vit(sd)):
             if not _is_openai_vit(sd):
                 raise BackboneError(f"'{path}' is not a ViT CLIP model; AnomalyCLIP needs a ViT image tower.")
-            model = build_model_from_openai_state_dict(sd, cast_dtype=torch.float32)
+            try:
+                model = build_model_from_openai_state_dict(sd, cast_dtype=torch.float32)
+            except (KeyError, ValueError, RuntimeError) as err:
+                raise BackboneError(
+                    f"'{path}' looks like an OpenAI CLIP file but its architecture cannot be read from it "
+                    f"({type(err).__name__}: {err}). Pass the open_clip model name it was trained with (--backbone)."
+                ) from None
             if backbone is not None:  # an explicit name must agree with what the tensors say
                 _check_fits(_named_model(str(backbone)), model.state_dict(), f"backbone {name}", f"'{path}'")
             name = name or "OpenAI CLIP (architecture read from the file)"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
+
+from anomalyclip_med.errors import InputError
 from torch import nn
 
 __all__ = ["resize_positional_embedding", "patch_grid", "dpam_forward"]
@@ -50,7 +52,7 @@ def patch_grid(visual: VisionTransformer, height: int, width: int) -> tuple[int,
     """Patch grid of an input of ``height`` x ``width`` pixels; both must be multiples of the patch size."""
     patch = int(visual.conv1.kernel_size[0])
     if height % patch or width % patch:
-        raise ValueError(
+        raise InputError(
             f"Input size {height}x{width} is not a multiple of the backbone's patch size {patch}; "
             f"use a size such as {max(1, round(height / patch)) * patch}."
         )

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from anomalyclip_med.errors import OutputExistsError
+
 __all__ = ["atomic_path"]
 
 
@@ -19,11 +21,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[str
     The temporary name keeps ``path``'s suffixes so writers that infer the format from the name work.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"Output '{path}' exists; pass --overwrite to replace it.")
+        raise OutputExistsError(f"Output '{path}' exists; pass --overwrite to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(suffix) or None]}.", suffix=f".tmp{suffix}", dir=path.parent)

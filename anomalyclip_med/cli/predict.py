@@ -1,0 +1,36 @@
+"""``anomalyclip-med predict``: anomaly maps and scores for 2D images (PNG/JPEG/TIFF)."""
+
+from __future__ import annotations
+
+import argparse
+
+from anomalyclip_med.cli.options import add_model_options, model_from_args
+from anomalyclip_med.inference.images2d import predict_images
+from anomalyclip_med.io.images import list_images
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score 2D images",
+        description="Write <name>_anomaly_map.npy (float32 in [0,1], the image's size) and <name>_overlay.png per "
+        "image, and scores.csv, into --out.",
+    )
+    p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    images = list_images(args.inputs)  # fail on a bad path before loading any weights
+    model = model_from_args(args)
+    if model.untrained_warning:
+        print(model.untrained_warning)
+    results = predict_images(model, images, args.out, batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"wrote {len(results)} anomaly maps and scores.csv to {args.out}")
+    if model.untrained_warning:
+        print(model.untrained_warning)
+    return 0

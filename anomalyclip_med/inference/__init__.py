@@ -1,0 +1,1 @@
+"""Running the network over inputs: 2D images, scans, datasets."""

@@ -1,0 +1,118 @@
+"""Scoring 2D images (PNG/JPEG/TIFF): per-image anomaly maps (.npy + overlay PNG) and a scores.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from anomalyclip_med.errors import InputError, OutputExistsError
+from anomalyclip_med.io.images import check_image, read_image
+from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.utils.paths import check_writable_dir
+
+__all__ = ["ImageResult", "output_names", "predict_images"]
+
+CSV_FIELDS = ("image", "image_score", "max_pixel_score", "map_file", "overlay_file", "warning")
+
+
+@dataclass
+class ImageResult:
+    image: Path
+    image_score: float
+    max_pixel_score: float
+    map_file: Path
+    overlay_file: Path
+
+
+def output_names(images: list[Path]) -> list[str]:
+    """Unique output stems: the file stem, prefixed by as many parent folders as it takes to be unique."""
+    parts = [p.resolve().with_suffix("").parts for p in images]
+    names = [""] * len(parts)
+    pending, depth = list(range(len(parts))), 1
+    while pending:
+        counts = Counter(q[-depth:] for q in parts)
+        still = []
+        for i in pending:
+            if counts[parts[i][-depth:]] == 1 or depth >= len(parts[i]):
+                names[i] = "__".join(parts[i][-depth:])
+            else:
+                still.append(i)
+        pending, depth = still, depth + 1
+    return names
+
+
+def predict_images(
+    model: AnomalyCLIP,
+    images: list[Path],
+    out_dir: str | os.PathLike,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[ImageResult]:
+    """
+    Score ``images`` and write, per image, ``<name>_anomaly_map.npy`` (float32, the image's own size, values in
+    [0, 1]) and ``<name>_overlay.png``, then ``scores.csv``.
+
+    The map is computed at the network's input size and resized back to the image (bilinear). Every output is
+    written atomically; existing outputs are refused unless ``overwrite`` (checked before any work starts).
+
+    Raises:
+        InputError: an unreadable image or an unwritable output folder.
+        OutputExistsError: outputs exist and ``overwrite`` is false.
+    """
+    out_dir = check_writable_dir(out_dir)
+    names = output_names(images)
+    planned = [out_dir / f"{n}_anomaly_map.npy" for n in names] + [out_dir / f"{n}_overlay.png" for n in names]
+    planned.append(out_dir / "scores.csv")
+    inputs = {p.resolve() for p in images}
+    clash = [p for p in planned if p.resolve() in inputs]
+    if clash:
+        raise InputError(f"Output '{clash[0]}' would overwrite an input image; choose another --out folder.")
+    existing = [p for p in planned if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"Output '{existing[0]}' exists (and {len(existing) - 1} more); pass --overwrite.")
+    for path in images:  # a corrupt file must stop the run before anything is written
+        check_image(path)
+
+    warning = model.untrained_warning
+    results: list[ImageResult] = []
+    bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress)
+    for start in range(0, len(images), batch_size):
+        paths = images[start : start + batch_size]
+        pil = [read_image(p) for p in paths]
+        out = model.predict(model.preprocess(pil))
+        for k, (path, image) in enumerate(zip(paths, pil)):
+            name = names[start + k]
+            amap = F.interpolate(out.anomaly_map[k][None, None], size=(image.height, image.width), mode="bilinear",
+                                 align_corners=False)[0, 0].clamp_(0, 1).cpu().numpy().astype(np.float32)
+            map_file, overlay_file = out_dir / f"{name}_anomaly_map.npy", out_dir / f"{name}_overlay.png"
+            with atomic_path(map_file) as tmp, open(tmp, "wb") as f:
+                np.save(f, amap)
+            save_png(overlay(image, amap), overlay_file, warning=warning)
+            results.append(ImageResult(path, float(out.image_score[k]), float(amap.max()), map_file, overlay_file))
+        bar.update(len(paths))
+    bar.close()
+    _write_csv(out_dir / "scores.csv", results, warning)
+    return results
+
+
+def _write_csv(path: Path, results: list[ImageResult], warning: str | None) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_FIELDS)
+    for r in results:
+        writer.writerow([str(r.image), f"{r.image_score:.6f}", f"{r.max_pixel_score:.6f}", r.map_file.name,
+                         r.overlay_file.name, warning or ""])
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(buf.getvalue())
+
