@@ -21,7 +21,7 @@ from anomalyclip_med.metrics import (
     volume_auroc,
     volume_dice,
 )
-from tests.conftest import FIXTURE_A, needs_fixture_a
+from conftest import FIXTURE_A, needs_fixture_a
 
 
 @pytest.fixture(scope="module")

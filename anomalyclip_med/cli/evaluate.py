@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("cohort manifest")
     g.add_argument("--datalist-key", default="testing", help="list to read from a MONAI datalist JSON")
     g.add_argument("--preset", default="auto", help="intensity window preset of the scan scoring")
-    g.add_argument("--axis", type=int, default=None, help="slice axis (default: chosen from the scan)")
+    g.add_argument("--axis", default=None, help="slicing axis: axial (default), coronal, sagittal or 0..2")
     g.add_argument("--threshold", type=float, default=0.5, help="map threshold of the segmentation and of Dice/IoU")
     g.add_argument("--keep-empty", action="store_true", help="score empty (background-only) slices too")
     g.add_argument("--z-smooth", type=float, default=0.0, help="Gaussian sigma across slices, in slices")
@@ -77,8 +77,9 @@ def _benchmark(args, model, ctx: DistributedContext) -> dict:
 
 def _cohort(args, model, ctx: DistributedContext) -> dict:
     cases = read_manifest(args.root, args.datalist_key)
+    axis = int(args.axis) if args.axis is not None and args.axis.isdigit() else args.axis
     options = ScanScoringOptions(
-        preset=args.preset, axis=args.axis, threshold=args.threshold, batch_size=args.batch_size,
+        preset=args.preset, axis=axis, threshold=args.threshold, batch_size=args.batch_size,
         skip_empty=not args.keep_empty, z_smooth=args.z_smooth, aggregation=args.aggregation,
         overwrite=args.overwrite,
     )

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.evaluation.curves import pr_points, roc_points
+from anomalyclip_med.evaluation.curves import curve_points
 from anomalyclip_med.evaluation.volumes import on_grid, read_volume, volume_array
 from anomalyclip_med.metrics import iou, volume_auroc, volume_dice
 
@@ -55,5 +55,5 @@ def scan_voxel_metrics(
     if lesion:
         out["key_slice"] = int(mask.sum(axis=(1, 2)).argmax())
         if lesion < mask.size:
-            out.update(voxel_roc=roc_points(mask, amap), voxel_pr=pr_points(mask, amap))
+            out["voxel_roc"], out["voxel_pr"] = curve_points(mask, amap)
     return out

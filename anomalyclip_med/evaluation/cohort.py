@@ -66,17 +66,17 @@ def evaluate_case(
     out_dir = Path(out_dir)
     folder = case_dir(out_dir, case)
     done = folder / _DONE
-    outputs = expected_outputs(case.image, folder)
+    outputs = expected_outputs(case.image, folder, options.dicom_seg)
     have_outputs = all(Path(p).is_file() for p in outputs.values())
     if not options.overwrite and have_outputs and done.is_file():
         return json.loads(done.read_text(encoding="utf-8")), "reused"
     if options.overwrite or not have_outputs:
         # a case cut off mid-way may have some of its files: redo it whole
-        result = score_scan(model, case.image, folder, replace(options, overwrite=True))
-        scan_score, slice_scores, how = result.scan_score, list(result.slice_scores), "scored"
+        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False))
+        how = "scored"
     else:
-        scan_score, slice_scores = _scores(Path(outputs["scores"]))
         how = "rescored"
+    scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
     voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
     label, label_source = case.label, "manifest"
     if label is None and voxel["lesion_voxels"] is not None:

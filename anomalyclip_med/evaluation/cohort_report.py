@@ -16,7 +16,7 @@ __all__ = ["CASE_COLUMNS", "REPORT_FILES", "cohort_summary", "worst_misses", "wr
 
 CASE_COLUMNS = (
     "case_id", "status", "label", "label_source", "scan_score", "max_slice_score", "n_slices", "lesion_voxels",
-    "predicted_voxels", "voxel_auroc", "dice", "iou", "key_slice", "image", "mask", "map", "seg", "scores", "error",
+    "predicted_voxels", "voxel_auroc", "dice", "iou", "key_slice", "image", "mask", "map", "seg", "scores", "montage", "error",
 )
 REPORT_FILES = {
     "summary_json": "cohort_summary.json",
