@@ -68,7 +68,10 @@ def evaluate_samples(
     """
     ctx = ctx or DistributedContext()
     masked = sorted({s.cls_name for s in samples if s.mask is not None})
-    shard = ctx.shard(samples)
+    # whole batches go to the ranks, so every image is computed in the same batch as in one process: the
+    # network's numbers depend (in the last bits) on what else is in the batch
+    batches = [list(range(i, min(i + batch_size, len(samples)))) for i in range(0, len(samples), batch_size)]
+    shard = [(i, samples[i]) for _, batch in ctx.shard(batches) for i in batch]
     records: list[dict] = []
     pixels = {c: PixelMetricAccumulator() for c in masked}
     if shard:
@@ -116,9 +119,8 @@ def dataset_metrics(images: list[dict], pixels: dict[str, PixelMetricAccumulator
         if name in pixels:
             m.update(pixels[name].compute())
         per_class[name] = m
-    keys = [k for k in ("image_auroc", "image_ap", "image_max_f1", "pixel_auroc", "pixel_ap", "aupro")]
     mean = {}
-    for k in keys:
+    for k in ("image_auroc", "image_ap", "image_max_f1", "pixel_auroc", "pixel_ap", "aupro"):
         values = [m[k] for m in per_class.values() if k in m and not np.isnan(m[k])]
         mean[k] = float(np.mean(values)) if values else float("nan")
     mean["n_images"] = sum(m["n_images"] for m in per_class.values())
