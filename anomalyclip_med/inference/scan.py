@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
-from anomalyclip_med.errors import InputError
+from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.inference.slices import SliceScores, score_slices
 from anomalyclip_med.io.scans import LoadScan, case_id_of
 from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
@@ -26,6 +25,7 @@ from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.transforms.intensity import IntensityPreset
 from anomalyclip_med.transforms.slicing import resolve_axis
 from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.utils.paths import check_writable_dir
 
 __all__ = [
     "AGGREGATIONS",
@@ -72,7 +72,7 @@ class ScanScoringOptions:
         series_uid: SeriesInstanceUID to score in a DICOM folder holding several series [None].
         volume_index: volume of a 4D file to score [None; required for 4D files with several volumes].
         overwrite: replace existing outputs [False].
-        dicom_seg: also write a DICOM SEG referencing the source series (DICOM inputs only) [False].
+        dicom_seg: also write a DICOM SEG referencing the source series; ignored for file inputs [False].
         window_level: CT window level in HU replacing the preset's [None].
         window_width: CT window width in HU replacing the preset's [None].
         percentiles: percentiles of the ``mri`` normalisation [(1, 99)].
@@ -161,11 +161,12 @@ class ScanResult:
 def expected_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, dicom_seg: bool = False) -> dict[str, Path]:
     """
     The paths :func:`score_scan` writes for ``source``: keys ``map``, ``seg``, ``scores``, ``montage`` (and
-    ``dicom_seg`` when requested). ``scores`` is renamed into place last, so its presence means a finished case.
+    ``dicom_seg`` when requested and ``source`` is a DICOM series folder). ``scores`` is renamed into place last,
+    so its presence means a finished case.
     """
     case = case_id_of(source)
     out = {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
-    if dicom_seg:
+    if dicom_seg and Path(source).is_dir():
         out["dicom_seg"] = Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
     return out
 
@@ -188,25 +189,18 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
 
 
 def _check_destination(source: Path, out_dir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"Output folder '{out_dir}' is an existing file; choose a folder with --out.")
+    """Refuse, before any work, an output folder that cannot be written or would change the inputs."""
     if source.is_dir() and out_dir.resolve() == source.resolve():
         raise InputError(f"Output folder '{out_dir}' is the input DICOM folder; writing there would change the "
                          "input series. Choose another --out.")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as err:
-        raise InputError(f"Output folder '{out_dir}' is not writable ({err.strerror or err}); choose another "
-                         "--out.") from None
+    check_writable_dir(out_dir)
     clashes = [p for p in outputs.values() if p.resolve() == source.resolve()]
     if clashes:
         raise InputError(f"Output '{clashes[0]}' would overwrite the input scan; choose another --out.")
     existing = [str(p) for p in outputs.values() if p.exists()]
     if existing and not overwrite:
-        raise InputError(f"Output(s) exist: {', '.join(existing)}. Pass --overwrite (ScanScoringOptions.overwrite) "
-                         "to replace them.")
+        raise OutputExistsError(f"Output(s) exist: {', '.join(existing)}. Pass --overwrite "
+                                "(ScanScoringOptions.overwrite) to replace them.")
 
 
 def _montage_slices(result: SliceScores, count: int) -> list[int]:
@@ -218,7 +212,9 @@ def _montage_slices(result: SliceScores, count: int) -> list[int]:
     return sorted(int(i) for i in best)
 
 
-def _write_montage(path: str, image: torch.Tensor, result: SliceScores, options: ScanScoringOptions) -> None:
+def _write_montage(
+    path: str, image: torch.Tensor, result: SliceScores, options: ScanScoringOptions, warning: str | None
+) -> None:
     g = result.geometry
     index = _montage_slices(result, options.montage_slices)
     raw = image.as_tensor()[0].movedim(g.axis, 0)[index]
@@ -226,7 +222,7 @@ def _write_montage(path: str, image: torch.Tensor, result: SliceScores, options:
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
     captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
                 + ("" if result.scored[i] else " (skipped)") for i in index]
-    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions)
+    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
 
 
 def _report(
@@ -285,15 +281,14 @@ def score_scan(
         options: scoring options (defaults: :class:`ScanScoringOptions`).
 
     Raises:
-        InputError: a bad scan or option, an unwritable output folder, or existing outputs without ``overwrite``.
+        InputError: a bad scan or option, or an unwritable output folder.
+        OutputExistsError: outputs exist and ``options.overwrite`` is false.
     """
     options = options or ScanScoringOptions()
     preset = options.intensity_preset()
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise InputError(f"Scan '{source}' does not exist.")
-    if options.dicom_seg and not source.is_dir():
-        raise InputError(f"A DICOM SEG can only be written for a DICOM series input; '{source}' is a file.")
     case = case_id_of(source)
     outputs = expected_outputs(source, out_dir, options.dicom_seg)
     _check_destination(source, out_dir, outputs, options.overwrite)
@@ -310,18 +305,15 @@ def score_scan(
                 scan_score)
 
     order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
-    try:
-        with contextlib.ExitStack() as stack:
-            tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
-            write_volume(result.anomaly_map, image.meta, tmp["map"])
-            write_volume(seg, image.meta, tmp["seg"], label=True)
-            _write_montage(tmp["montage"], image, result, options)
-            if options.dicom_seg:
-                write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
-                                __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
-            write_json(_report(model, source, case, image, result, scan_score, options, outputs), tmp["scores"])
-    except FileExistsError as err:
-        raise InputError(str(err)) from None
+    with contextlib.ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
+        write_volume(result.anomaly_map, image.meta, tmp["map"])
+        write_volume(seg, image.meta, tmp["seg"], label=True)
+        _write_montage(tmp["montage"], image, result, options, model.untrained_warning)
+        if "dicom_seg" in outputs:
+            write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
+                            __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
+        write_json(_report(model, source, case, image, result, scan_score, options, outputs), tmp["scores"])
     return ScanResult(
         case_id=case,
         source=str(source),

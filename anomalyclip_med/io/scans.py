@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Hashable, Mapping, Sequence
+import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,14 @@ def expand_sources(paths: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """Silence the DeprecationWarnings ITK's SWIG wrappers raise while its modules load lazily."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="builtin type .* has no __module__", category=DeprecationWarning)
+        yield
 
 
 def _replace_nonfinite(img: MetaTensor) -> int:
@@ -160,7 +170,8 @@ class LoadScan(Transform):
     @staticmethod
     def _gdcm_series_name(folder: Path, files: list[Path]) -> str:
         """The GDCM series identifier (as MONAI's ITKReader groups files) whose files are exactly ``files``."""
-        names = itk.GDCMSeriesFileNames.New()
+        with _quiet_itk():
+            names = itk.GDCMSeriesFileNames.New()
         names.SetUseSeriesDetails(True)
         names.AddSeriesRestriction("0008|0021")  # as ITKReader does
         names.SetDirectory(str(folder))
@@ -174,7 +185,8 @@ class LoadScan(Transform):
     @staticmethod
     def _read(reader, path: Path) -> MetaTensor:
         try:
-            return LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+            with _quiet_itk():
+                return LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
         except Exception as err:  # the readers raise many types; the user needs the file and the cause
             cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise InputError(f"Cannot read scan '{path}': {cause}") from None

@@ -7,6 +7,7 @@ the caller makes the write atomic (:func:`anomalyclip_med.utils.atomic.atomic_pa
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.overlay import overlay, save_png
 
 hd, has_highdicom = optional_import("highdicom")
 
@@ -66,44 +68,35 @@ def write_json(report: Mapping[str, Any], path: str | os.PathLike) -> None:
         f.write("\n")
 
 
-def _heat(values: np.ndarray) -> np.ndarray:
-    """A black-red-yellow-white colour ramp ("hot") for values in [0, 1] -> (..., 3) floats in [0, 1]."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    return np.clip(np.concatenate([3 * v, 3 * v - 1, 3 * v - 2], axis=-1), 0.0, 1.0)
-
-
 def write_montage(
     path: str | os.PathLike,
     slices: torch.Tensor,
     maps: torch.Tensor,
     captions: Sequence[str],
+    warning: str | None = None,
     columns: int = 3,
 ) -> None:
     """
-    A PNG grid of slices (grey) with their anomaly maps overlaid ("hot" colours, opacity growing with the map).
+    A PNG grid of slices with their anomaly maps blended over them (:func:`anomalyclip_med.io.overlay.overlay`).
 
     Args:
         path: output ``.png``.
         slices: (N, S, S) display-oriented slices in [0, 1].
         maps: (N, S, S) anomaly maps on the same grid, in [0, 1].
-        captions: one line per tile, drawn in its top-left corner.
+        captions: one line per tile, drawn in its bottom-left corner.
+        warning: the model's untrained/random warning: drawn as a banner and stored in the PNG (see
+            :func:`anomalyclip_med.io.overlay.save_png`).
         columns: tiles per row.
     """
     n, size = slices.shape[0], slices.shape[-1]
-    rows = max(1, math.ceil(n / columns))
-    canvas = np.zeros((rows * size, min(n, columns) * size if n else size, 3), dtype=np.float32)
+    montage = Image.new("RGB", (min(n, columns) * size, math.ceil(n / columns) * size))
+    draw = ImageDraw.Draw(montage)
     for i in range(n):
-        grey = np.repeat(slices[i].numpy()[..., None], 3, axis=-1)
-        m = maps[i].numpy()
-        alpha = (0.6 * m)[..., None]
+        grey = Image.fromarray(np.round(slices[i].numpy() * 255).astype(np.uint8), mode="L")
         r, c = divmod(i, columns)
-        canvas[r * size : (r + 1) * size, c * size : (c + 1) * size] = (1 - alpha) * grey + alpha * _heat(m)
-    image = Image.fromarray(np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8), mode="RGB")
-    draw = ImageDraw.Draw(image)
-    for i, caption in enumerate(captions):
-        r, c = divmod(i, columns)
-        draw.text((c * size + 4, r * size + 4), caption, fill=(255, 255, 0))
-    image.save(os.fspath(path), format="PNG")
+        montage.paste(overlay(grey, maps[i].numpy()), (c * size, r * size))
+        draw.text((c * size + 4, (r + 1) * size - 14), captions[i], fill=(255, 255, 255))
+    save_png(montage, path, warning=warning)
 
 
 def write_dicom_seg(
@@ -132,6 +125,7 @@ def write_dicom_seg(
         raise InputError("Writing a DICOM SEG needs highdicom: pip install 'anomalyclip_med[dicom-seg]'.")
     from pydicom.sr.codedict import codes
 
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every module it copies at INFO
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_files]
     to_voxel = np.linalg.inv(_LPS @ np.asarray(affine, dtype=float))
     frames = []
