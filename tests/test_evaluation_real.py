@@ -56,3 +56,15 @@ def test_brats_and_pyradiomics_cohort(tmp_path):
         assert 0 <= float(by_id[name]["voxel_auroc"]) <= 1
     assert by_id["brats0_normal"]["lesion_voxels"] == "" and by_id["brats0_normal"]["label_source"] == "manifest"
     assert np.isfinite(float(by_id["brats1"]["dice"]))
+
+
+def test_kvasir_pixel_level(tmp_path):
+    # every Kvasir image is a polyp: pixel AUROC / AUPRO are defined, image AUROC is not
+    proc = run_evaluate("--dataset", "kvasir", SHARED_DATA / "Kvasir-SEG-sample/Kvasir-SEG", "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = assert_dataset_report_consistent(tmp_path, "kvasir")
+    (m,) = table["classes"].values()
+    assert m["n_images"] == m["n_anomalous"] == 5 and m["image_auroc"] is None
+    assert 0 <= m["pixel_auroc"] <= 1 and 0 <= m["aupro"] <= 1
+    md = (tmp_path / "kvasir_metrics.md").read_text()
+    assert "pixel AUROC | pixel AUPRO" in md and "image AUROC" not in md

@@ -5,13 +5,11 @@ mean, sharded over ``torchrun`` processes and gathered into one report.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -23,8 +21,6 @@ from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
 __all__ = ["subsample", "evaluate_samples", "dataset_metrics", "write_dataset_report"]
-
-logger = logging.getLogger(__name__)
 
 
 def subsample(samples: list[Sample], limit: int | None) -> list[Sample]:
@@ -52,6 +48,9 @@ def evaluate_samples(
 ) -> tuple[list[dict], dict[str, PixelMetricAccumulator]]:
     """
     Run the model over this process's share of ``samples`` and gather every process's results.
+
+    Whole batches (``batch_size`` consecutive samples) are dealt round-robin to the processes, so each image is
+    computed with the same batch companions as in one process and the gathered results are bit-identical.
 
     Args:
         model: the detector (in eval mode on its device).
