@@ -31,7 +31,7 @@ from anomalyclip_med.training.objective import compute_losses
 from anomalyclip_med.training.optim import LEARNING_RATE, make_optimizer
 from anomalyclip_med.utils.atomic import atomic_path
 
-__all__ = ["TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "train"]
+__all__ = ["TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"]
 
 logger = logging.getLogger(__name__)
 SummaryWriter, _has_tensorboard = optional_import("torch.utils.tensorboard", name="SummaryWriter")
@@ -108,6 +108,30 @@ def find_checkpoints(out_dir: str | Path) -> dict[int, Path]:
         if match and p.is_file():
             found[int(match.group(1))] = p
     return dict(sorted(found.items()))
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, settings: TrainSettings) -> dict[int, Path]:
+    """
+    Check, without writing anything, that a run can use ``out_dir``; returns the checkpoints already there.
+
+    Raises:
+        InputError: ``out_dir`` is a file, or holds checkpoints and ``resume`` is false.
+        AnomalyCLIPMedError: TensorBoard logging is asked for but the package is missing.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"Output '{out_dir}' is a file; --out must be a folder.")
+    existing = find_checkpoints(out_dir)
+    if existing and not resume:
+        raise InputError(
+            f"Output folder '{out_dir}' already holds checkpoints ({existing[max(existing)].name}); pass --resume to "
+            "continue that run, or choose another --out folder."
+        )
+    if settings.tensorboard and not _has_tensorboard:
+        raise AnomalyCLIPMedError(
+            "--tensorboard needs the 'tensorboard' package: pip install tensorboard (or leave --tensorboard out)."
+        )
+    return existing
 
 
 def _data_identity(dataset: AnomalyDataset, pixel_losses: bool) -> dict[str, Any]:
@@ -213,16 +237,7 @@ def train(
     """
     settings = settings or TrainSettings()
     out_dir = Path(out_dir)
-    existing = find_checkpoints(out_dir)
-    if existing and not resume:
-        raise InputError(
-            f"Output folder '{out_dir}' already holds checkpoints ({existing[max(existing)].name}); pass --resume to "
-            "continue that run, or choose another --out folder."
-        )
-    if settings.tensorboard and not _has_tensorboard:
-        raise AnomalyCLIPMedError(
-            "--tensorboard needs the 'tensorboard' package: pip install tensorboard (or leave --tensorboard out)."
-        )
+    existing = check_out_dir(out_dir, resume, settings)
     pixel_losses = dataset.has_masks
     if not pixel_losses:
         logger.info("Not every anomalous image has a mask: training the image loss only.")
