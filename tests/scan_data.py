@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
+import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -104,5 +104,23 @@ def write_dicom_series(
     return paths
 
 
-def read_series_uid(path: Path) -> str:
-    return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+def assert_same_geometry(output: Path, source: Path) -> None:
+    """The output overlays the source exactly, as nibabel and as SimpleITK see them."""
+    out_sitk = sitk.ReadImage(str(output))
+    src_sitk = sitk.ReadImage(str(source)) if source.is_file() else _read_dicom_sitk(source)
+    assert out_sitk.GetSize() == src_sitk.GetSize()
+    np.testing.assert_allclose(out_sitk.GetOrigin(), src_sitk.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(out_sitk.GetSpacing(), src_sitk.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(out_sitk.GetDirection(), src_sitk.GetDirection(), atol=1e-5)
+    if source.name.endswith((".nii", ".nii.gz")):
+        out_nib, src_nib = nib.load(output), nib.load(source)
+        assert out_nib.shape == src_nib.shape
+        np.testing.assert_array_equal(out_nib.affine, src_nib.affine)
+        assert int(out_nib.header["sform_code"]) == int(src_nib.header["sform_code"])
+        assert int(out_nib.header["qform_code"]) == int(src_nib.header["qform_code"])
+
+
+def _read_dicom_sitk(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()

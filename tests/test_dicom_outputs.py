@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 
-import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -19,8 +18,9 @@ import torch
 
 from anomalyclip_med.inference.scan import ScanScoringOptions, score_scan
 from conftest import SHARED_DATA, tiny_model
-from scan_data import LPS, oblique_affine, synthetic_head_ct, write_dicom_series
-from test_score_scan import assert_same_geometry
+from scan_data import LPS, assert_same_geometry, oblique_affine, synthetic_head_ct, write_dicom_series
+
+hd = pytest.importorskip("highdicom", reason="highdicom not installed (pip install 'anomalyclip_med[dicom-seg]')")
 
 QUIET = {"progress": False}
 

@@ -70,11 +70,12 @@ def test_series_uid_picks_one_series_of_several(tmp_path):
 
 def test_4d_volume_needs_a_volume_index(tmp_path):
     vol4 = np.stack([synthetic_head_ct(seed=s) for s in range(3)], axis=-1)
-    path = save_nifti(vol4, np.eye(4), tmp_path / "dynamic.nii.gz")
+    path = save_nifti(vol4, oblique_affine(), tmp_path / "dynamic.nii.gz")
     with pytest.raises(InputError, match=r"4D scan holding 3 volumes(.|\n)*--volume-index 0\.\.2"):
         LoadScan()(path)
     img = LoadScan(volume_index=1)(path)
     np.testing.assert_allclose(img[0].numpy(), vol4[..., 1])
+    np.testing.assert_allclose(np.asarray(img.meta["original_affine"]), oblique_affine(), atol=1e-5)
     assert img.meta["volume_index"] == 1
     with pytest.raises(InputError, match="out of range"):
         LoadScan(volume_index=3)(path)

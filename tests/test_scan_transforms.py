@@ -157,6 +157,12 @@ def test_foreground_skips_air_only_slices():
     assert not flags[:4].any() and not flags[-4:].any()
     assert flags[6:-6].all()
     assert not SliceForeground()(_meta(np.zeros((1, 8, 8, 8)))).any()
+    # air and tissue fully separated, air noise uniform in +-10 HU: the threshold must sit between them, not at
+    # the edge of the air peak (where Otsu's lands and a tenth of the air would count as body)
+    rng = np.random.default_rng(0)
+    slab = -1000.0 + rng.integers(-10, 11, (1, 64, 64, 10))
+    slab[:, 10:50, 10:40, 3:7] = 40.0
+    assert SliceForeground()(_meta(slab)).tolist() == [False] * 3 + [True] * 4 + [False] * 3
     # sliced sagittally (axis 0 of an identity affine), the air margins of the head are skipped too
     sagittal = SliceForeground(axis="sagittal")(_meta(ct[None])).numpy()
     assert sagittal.shape == (ct.shape[0],) and not sagittal[0] and sagittal[ct.shape[0] // 2]

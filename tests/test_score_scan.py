@@ -11,14 +11,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 from PIL import Image
 
 from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
 from conftest import SHARED_DATA, needs_shared_data, tiny_model
-from scan_data import oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
+from scan_data import assert_same_geometry, oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 
 QUIET = {"progress": False}
 
@@ -29,28 +28,6 @@ def model():
     torch.set_num_threads(1)  # the tiny model is fastest on one thread, and the machine is shared
     yield tiny_model()
     torch.set_num_threads(threads)
-
-
-def assert_same_geometry(output: Path, source: Path) -> None:
-    """The output overlays the source exactly, as nibabel and as SimpleITK see them."""
-    out_sitk = sitk.ReadImage(str(output))
-    src_sitk = sitk.ReadImage(str(source)) if source.is_file() else _read_dicom_sitk(source)
-    assert out_sitk.GetSize() == src_sitk.GetSize()
-    np.testing.assert_allclose(out_sitk.GetOrigin(), src_sitk.GetOrigin(), atol=1e-4)
-    np.testing.assert_allclose(out_sitk.GetSpacing(), src_sitk.GetSpacing(), rtol=1e-5)
-    np.testing.assert_allclose(out_sitk.GetDirection(), src_sitk.GetDirection(), atol=1e-5)
-    if source.name.endswith((".nii", ".nii.gz")):
-        out_nib, src_nib = nib.load(output), nib.load(source)
-        assert out_nib.shape == src_nib.shape
-        np.testing.assert_array_equal(out_nib.affine, src_nib.affine)
-        assert int(out_nib.header["sform_code"]) == int(src_nib.header["sform_code"])
-        assert int(out_nib.header["qform_code"]) == int(src_nib.header["qform_code"])
-
-
-def _read_dicom_sitk(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    return reader.Execute()
 
 
 def _digest(path: Path) -> str:
@@ -194,6 +171,11 @@ def _png(tmp_path):
     return tmp_path / "slice.png"
 
 
+def _corrupt_nifti(tmp_path):
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    return tmp_path / "broken.nii.gz"
+
+
 def _single_dicom(tmp_path):
     folder, files = _series(tmp_path)
     for f in files[1:]:
@@ -210,6 +192,7 @@ BAD_INPUTS = {
     "2D NIfTI": (_two_d, r"is 2D(.|\n)*predict"),
     "2D PNG": (_png, r"2D image file(.|\n)*predict"),
     "single DICOM slice": (_single_dicom, r"single 2D slice"),
+    "corrupt NIfTI": (_corrupt_nifti, r"Cannot read scan '.*broken\.nii\.gz'"),
     "missing path": (lambda tmp: tmp / "nothing_here.nii.gz", r"does not exist"),
 }
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import Transform
-from skimage.filters import threshold_otsu
+from skimage.filters import threshold_isodata
 
 from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
@@ -219,13 +219,16 @@ class SliceToNetworkInput(Transform):
 class SliceForeground(Transform):
     """
     Which slices along an axis hold a body: those where at least ``min_fraction`` of the voxels are above the
-    scan's Otsu threshold (air vs tissue, computed on the whole scan so it suits CT in HU and MRI alike). Run it
-    on the scan's raw intensities, before an intensity preset. A constant scan (e.g. all zero) has none.
+    scan's ISODATA threshold: the intensity halfway between the mean of the voxels below and the mean of those
+    above it, i.e. between air and tissue, computed on the whole scan so it suits CT in HU and MRI alike. (Otsu's
+    threshold lands at the edge of the air peak when air and tissue are fully separated, so noise in the air
+    would count as body.) Run it on the scan's raw intensities, before an intensity preset. A constant scan
+    (e.g. all zero) has no foreground.
 
     Args:
         axis: slicing axis, see :func:`resolve_axis` (default: axial).
         min_fraction: fraction of a slice's voxels that must be foreground (default 1%).
-        threshold: a fixed intensity threshold instead of Otsu's.
+        threshold: a fixed intensity threshold instead of the ISODATA one.
 
     Returns:
         ``(N,)`` bool tensor, one flag per slice along the axis.
@@ -245,7 +248,7 @@ class SliceForeground(Transform):
         values = values[:: max(1, values.numel() // _SAMPLE_VOXELS)].float().cpu().numpy()
         if values.size == 0 or values.min() == values.max():
             return None
-        return float(threshold_otsu(values))
+        return float(threshold_isodata(values))
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         index, _ = resolve_axis(_affine_of(img), self.axis)
@@ -253,5 +256,5 @@ class SliceForeground(Transform):
         threshold = self.threshold_of(volume)
         if threshold is None:
             return torch.zeros(volume.shape[index], dtype=torch.bool)
-        fraction = (volume > threshold).movedim(index, 0).reshape(volume.shape[index], -1).float().mean(dim=1)
-        return fraction >= self.min_fraction
+        counts = (volume > threshold).sum(dim=[d for d in range(3) if d != index])  # no float copy of the scan
+        return counts >= self.min_fraction * (volume.numel() // volume.shape[index])
