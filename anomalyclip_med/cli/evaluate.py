@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "images or cases are shared out over the processes; rank 0 writes the same report as one process.",
     )
     p.add_argument("--dataset", required=True, choices=[*DATASETS, MANIFEST],
-                   help="dataset layout of ROOT_OR_FILE (see docs/datasets.md), or 'manifest' for a cohort CSV / "
+                   help="dataset layout of ROOT_OR_FILE (trees in docs/evaluation.md), or 'manifest' for a cohort CSV / "
                    "MONAI datalist JSON")
     p.add_argument("root", metavar="ROOT_OR_FILE", help="dataset root folder, or the manifest file")
     p.add_argument("--out", required=True, help="output folder")
