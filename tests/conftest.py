@@ -37,3 +37,12 @@ def tiny_model(image_size: int = 56, **kwargs) -> AnomalyCLIP:
 @pytest.fixture
 def tiny() -> AnomalyCLIP:
     return tiny_model()
+
+
+@pytest.fixture
+def single_thread():
+    """One torch thread: tiny-model steps are much faster that way when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,61 @@
+"""The AnomalyCLIP training objective on one batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.training.losses import BinaryDiceLoss, FocalLoss
+
+__all__ = ["PIXEL_WEIGHT", "compute_losses"]
+
+# The reference's lambda: the summed pixel terms are multiplied by 4 before the image term is added.
+PIXEL_WEIGHT = 4.0
+
+_focal = FocalLoss(gamma=2.0, smooth=1e-5)
+_dice = BinaryDiceLoss()
+
+
+def compute_losses(
+    model: AnomalyCLIP, images: torch.Tensor, masks: torch.Tensor | None, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """
+    The reference's training losses on a batch, with gradients to the prompt learner.
+
+    For every map layer: focal loss on the two-channel map, Dice of the abnormal channel against the mask and
+    Dice of the normal channel against its complement; ``total = 4 * (focal + dice) + image`` where ``image``
+    is the cross-entropy of the image logits (cosine / temperature) against the labels. The text features are
+    recomputed from the prompts, so this works whether the model is in train or eval mode; the losses are
+    computed in float32 whatever the model's precision.
+
+    Args:
+        model: the AnomalyCLIP model.
+        images: (B, 3, S, S) preprocessed images.
+        masks: (B, 1, S, S) or (B, S, S) masks (binarised at 0.5 as the reference), or ``None`` for
+            image-level-only data: then ``focal`` and ``dice`` are 0 and only the image loss trains.
+        labels: (B,) 0 normal, 1 anomalous.
+
+    Returns:
+        ``{"focal", "dice", "image", "total"}`` scalar tensors (``focal`` and ``dice`` summed over layers).
+    """
+    images = images.to(model.device, torch.float32)
+    labels = torch.as_tensor(labels, device=model.device).long().reshape(-1)
+    if images.ndim != 4 or labels.numel() != images.shape[0]:
+        raise InputError(f"Expected (B, 3, S, S) images and B labels, got {tuple(images.shape)} and {labels.numel()}.")
+    if masks is not None and (tuple(masks.shape[-2:]) != tuple(images.shape[-2:]) or masks.numel() != labels.numel()
+                              * images.shape[-2] * images.shape[-1]):
+        raise InputError(f"Masks of shape {tuple(masks.shape)} do not match the images' {tuple(images.shape)}.")
+    fwd = model(images, text_features=model.encode_text())
+    image_loss = F.cross_entropy(fwd.image_logits.float(), labels)
+    zero = image_loss.new_zeros(())
+    focal, dice = zero, zero
+    if masks is not None:
+        gt = (masks.to(model.device, torch.float32).reshape(images.shape[0], *images.shape[-2:]) > 0.5).float()
+        for maps in fwd.similarity_maps:
+            maps = maps.float()
+            focal = focal + _focal(maps, gt)
+            dice = dice + _dice(maps[:, 1], gt) + _dice(maps[:, 0], 1 - gt)
+    total = PIXEL_WEIGHT * (focal + dice) + image_loss
+    return {"focal": focal, "dice": dice, "image": image_loss, "total": total}
