@@ -102,7 +102,6 @@ def _cohort(args, model, ctx: DistributedContext) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     started = time.time()
-    torch.manual_seed(args.seed)
     with DistributedContext.from_env(resolve_device(args.device)) as ctx:
         args.device = ctx.device
         model = model_from_args(args).eval()

@@ -36,6 +36,7 @@ __all__ = [
     "aggregate_scores",
     "case_id_of",
     "expected_outputs",
+    "scan_report",
     "score_scan",
 ]
 
@@ -225,11 +226,14 @@ def _write_montage(
     write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
 
 
-def _report(
-    model: AnomalyCLIP, source: Path, case: str, image, result: SliceScores, scan_score: float,
-    options: ScanScoringOptions, outputs: dict[str, Path],
+def scan_report(
+    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
+    outputs: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
     meta = image.meta
+    source = Path(meta["filename_or_obj"])
+    case = case_id_of(source)
     g = result.geometry
     identity = model.identity()
     return {
@@ -251,7 +255,7 @@ def _report(
         "aggregation": {"method": options.aggregation, "topk": options.topk},
         "threshold": options.threshold,
         "anomalous_voxels": int((result.anomaly_map >= options.threshold).sum()),
-        "outputs": {k: p.name for k, p in outputs.items()},
+        "outputs": {k: p.name for k, p in (outputs or {}).items()},
         "options": {k: v for k, v in asdict(options).items() if k not in ("progress",)},
         "model": identity,
         "package_version": __version__,
@@ -313,7 +317,7 @@ def score_scan(
         if "dicom_seg" in outputs:
             write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
                             __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
-        write_json(_report(model, source, case, image, result, scan_score, options, outputs), tmp["scores"])
+        write_json(scan_report(model, image, result, scan_score, options, outputs), tmp["scores"])
     return ScanResult(
         case_id=case,
         source=str(source),

@@ -130,7 +130,9 @@ class LoadScan(Transform):
         else:
             img = self._load_file(path, extra)
         img, volume_index = self._select_volume(path, img)
-        img.meta.update(extra, volume_index=volume_index)
+        img.meta.update(extra)
+        if volume_index is not None:  # absent rather than None: MONAI's collation cannot batch None
+            img.meta["volume_index"] = volume_index
         n_bad = _replace_nonfinite(img)
         img.meta["nonfinite_voxels"] = n_bad
         if n_bad:

@@ -18,10 +18,14 @@ import numpy as np
 import pydicom
 import torch
 from PIL import Image, ImageDraw
+from monai.config import KeysCollection
+from monai.data import FolderLayout
+from monai.transforms import MapTransform
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
@@ -163,3 +167,43 @@ def write_dicom_seg(
         omit_empty_frames=False,
     )
     segmentation.save_as(os.fspath(path))
+
+
+class SaveScanReportd(MapTransform):
+    """
+    Write the JSON scores report attached by :class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` to a
+    predicted map, next to the map that ``SaveImaged`` writes with the same ``output_dir`` / ``data_root_dir``
+    (``<case>_scores.json``; MONAI's ``FolderLayout`` names both), atomically.
+
+    Args:
+        keys: keys of the predicted maps.
+        output_dir: output folder.
+        output_postfix: appended to the case name ["scores"].
+        data_root_dir: as ``SaveImaged``'s: keep the input's folders below this root in the output.
+        overwrite: replace an existing report [True, as ``SaveImaged`` does].
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        output_postfix: str = "scores",
+        data_root_dir: str = "",
+        overwrite: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".json", parent=False,
+                                   makedirs=True, data_root_dir=data_root_dir)
+        self.overwrite = overwrite
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        from anomalyclip_med.inference.inferer import REPORT_KEY
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = d[key].meta
+            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
+            with atomic_path(path, overwrite=self.overwrite) as tmp:
+                write_json(json.loads(meta[REPORT_KEY]), tmp)
+        return d
