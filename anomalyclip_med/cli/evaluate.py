@@ -10,24 +10,23 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from anomalyclip_med.cli.options import add_model_options, model_from_args, resolve_device
+from anomalyclip_med.cli.options import (
+    add_model_options,
+    add_scan_options,
+    model_from_args,
+    resolve_device,
+    scan_options_from_args,
+)
 from anomalyclip_med.data import DATASETS, load_samples
 from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
 from anomalyclip_med.evaluation.cohort import evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
 from anomalyclip_med.evaluation.manifest import read_manifest
 from anomalyclip_med.evaluation.tables import write_json
-from anomalyclip_med.inference.scan import AGGREGATIONS, ScanScoringOptions
-from anomalyclip_med.transforms.intensity import PRESETS
 from anomalyclip_med.utils.distributed import DistributedContext
 
 MANIFEST = "manifest"
 
-
-def _axis(value: str) -> str | int:
-    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,16 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     g = p.add_argument_group("cohort manifest")
     g.add_argument("--datalist-key", default="testing", help="list to read from a MONAI datalist JSON")
-    g.add_argument("--preset", default="auto", choices=PRESETS, help="intensity preset of the scan scoring "
-                   "(see 'anomalyclip-med score --help')")
-    g.add_argument("--axis", type=_axis, default=None, help="slicing axis: axial (default), coronal, sagittal or "
-                   "an array axis 0/1/2")
-    g.add_argument("--threshold", type=float, default=0.5, help="map threshold of the segmentation and of Dice/IoU")
-    g.add_argument("--keep-empty", action="store_true", help="score empty (background-only) slices too")
-    g.add_argument("--z-smooth", type=float, default=0.0, metavar="MM", help="Gaussian smoothing of the map "
-                   "across slices, sigma in mm (default 0: off)")
-    g.add_argument("--aggregation", default="topk_mean", choices=AGGREGATIONS, help="slice scores -> scan score")
-    g.add_argument("--topk", type=int, default=5, help="slices averaged by topk_mean (default 5)")
+    add_scan_options(g)
     g.add_argument("--montage", type=int, default=6, help="worst misses shown in worst_misses.png")
     g.add_argument("--overwrite", action="store_true", help="recompute cases that finished in an earlier run")
     add_model_options(p)
@@ -86,11 +76,7 @@ def _benchmark(args, model, ctx: DistributedContext) -> dict:
 
 def _cohort(args, model, ctx: DistributedContext) -> dict:
     cases = read_manifest(args.root, args.datalist_key)
-    options = ScanScoringOptions(
-        preset=args.preset, axis=args.axis, threshold=args.threshold, batch_size=args.batch_size,
-        skip_empty=not args.keep_empty, z_smooth=args.z_smooth, aggregation=args.aggregation, topk=args.topk,
-        overwrite=args.overwrite, progress=False,
-    )
+    options = scan_options_from_args(args, overwrite=args.overwrite, progress=False)
     progress = ctx.is_main and sys.stderr.isatty()
     records, counts = evaluate_cohort(model, cases, args.out, options, ctx, progress)
     if ctx.is_main:

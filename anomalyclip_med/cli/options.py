@@ -9,7 +9,7 @@ import torch
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS
 from anomalyclip_med.network.model import PRECISIONS, AnomalyCLIP
 
-__all__ = ["add_model_options", "model_from_args", "resolve_device"]
+__all__ = ["add_model_options", "model_from_args", "resolve_device", "add_scan_options", "scan_options_from_args"]
 
 _RANDOM = ("none", "random")
 
@@ -54,4 +54,41 @@ def model_from_args(args: argparse.Namespace) -> AnomalyCLIP:
         image_size=args.image_size,
         device=resolve_device(args.device),
         precision=args.precision,
+    )
+
+
+def _axis(value: str) -> str | int:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def add_scan_options(g: argparse._ActionsContainer) -> None:
+    """How scans are scored (``score`` and ``evaluate --dataset manifest``); see ``ScanScoringOptions``."""
+    from anomalyclip_med.inference.scan import AGGREGATIONS
+    from anomalyclip_med.transforms.intensity import PRESETS
+
+    g.add_argument("--preset", default="auto", choices=PRESETS,
+                   help="intensity preset: CT window, 'mri' percentile normalisation, or 'auto' (default)")
+    g.add_argument("--window-level", type=float, default=None, help="CT window level in HU (replaces the preset's)")
+    g.add_argument("--window-width", type=float, default=None, help="CT window width in HU (replaces the preset's)")
+    g.add_argument("--axis", type=_axis, default=None,
+                   help="slicing axis: axial (default, whatever the scan's orientation), coronal, sagittal, or an "
+                   "array axis 0/1/2")
+    g.add_argument("--threshold", type=float, default=0.5, help="labelmap threshold on the 0..1 map (default 0.5)")
+    g.add_argument("--z-smooth", type=float, default=0.0, metavar="MM",
+                   help="Gaussian smoothing of the map across slices, sigma in mm (default 0: off)")
+    g.add_argument("--aggregation", default="topk_mean", choices=AGGREGATIONS,
+                   help="scan score from slice scores (default topk_mean)")
+    g.add_argument("--topk", type=int, default=5, help="slices averaged by topk_mean (default 5)")
+    g.add_argument("--keep-empty", action="store_true",
+                   help="score every slice, also those without body (default: skip them, score 0)")
+
+
+def scan_options_from_args(args: argparse.Namespace, **extra):
+    """``ScanScoringOptions`` from :func:`add_scan_options`'s flags, ``--batch-size``, and ``extra`` fields."""
+    from anomalyclip_med.inference.scan import ScanScoringOptions
+
+    return ScanScoringOptions(
+        preset=args.preset, window_level=args.window_level, window_width=args.window_width, axis=args.axis,
+        threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
+        topk=args.topk, skip_empty=not args.keep_empty, **extra,
     )

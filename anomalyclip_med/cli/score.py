@@ -6,16 +6,12 @@ import argparse
 import sys
 from collections import Counter
 
-from anomalyclip_med.cli.options import add_model_options, model_from_args
+from anomalyclip_med.cli.options import add_model_options, add_scan_options, model_from_args, scan_options_from_args
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
-from anomalyclip_med.inference.scan import AGGREGATIONS, ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
 from anomalyclip_med.io.scans import case_id_of, expand_sources
-from anomalyclip_med.transforms.intensity import PRESETS
 from anomalyclip_med.utils.paths import check_writable_dir
 
-
-def _axis(value: str) -> str | int:
-    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,22 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "of volume files")
     p.add_argument("--out", required=True, help="output folder")
     g = p.add_argument_group("scoring")
-    g.add_argument("--preset", default="auto", choices=PRESETS,
-                   help="intensity preset: CT window, 'mri' percentile normalisation, or 'auto' (default)")
-    g.add_argument("--window-level", type=float, default=None, help="CT window level in HU (replaces the preset's)")
-    g.add_argument("--window-width", type=float, default=None, help="CT window width in HU (replaces the preset's)")
-    g.add_argument("--axis", type=_axis, default=None,
-                   help="slicing axis: axial (default, whatever the scan's orientation), coronal, sagittal, or an "
-                   "array axis 0/1/2")
-    g.add_argument("--threshold", type=float, default=0.5, help="labelmap threshold on the 0..1 map (default 0.5)")
+    add_scan_options(g)
     g.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    g.add_argument("--z-smooth", type=float, default=0.0, metavar="MM",
-                   help="Gaussian smoothing of the map across slices, sigma in mm (default 0: off)")
-    g.add_argument("--aggregation", default="topk_mean", choices=AGGREGATIONS,
-                   help="scan score from slice scores (default topk_mean)")
-    g.add_argument("--topk", type=int, default=5, help="slices averaged by topk_mean (default 5)")
-    g.add_argument("--keep-empty", action="store_true",
-                   help="score every slice, also those without body (default: skip them, score 0)")
     g.add_argument("--series-uid", default=None, help="SeriesInstanceUID to score in a folder with several series")
     g.add_argument("--volume-index", type=int, default=None, help="volume of a 4D file to score (0-based)")
     g.add_argument("--dicom-seg", action="store_true",
@@ -58,12 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace) -> ScanScoringOptions:
-    return ScanScoringOptions(
-        preset=args.preset, axis=args.axis, threshold=args.threshold, batch_size=args.batch_size,
-        skip_empty=not args.keep_empty, z_smooth=args.z_smooth, aggregation=args.aggregation,
-        series_uid=args.series_uid, volume_index=args.volume_index, overwrite=args.overwrite,
-        dicom_seg=args.dicom_seg, window_level=args.window_level, window_width=args.window_width, topk=args.topk,
-        progress=not args.no_progress,
+    return scan_options_from_args(
+        args, series_uid=args.series_uid, volume_index=args.volume_index, overwrite=args.overwrite,
+        dicom_seg=args.dicom_seg, progress=not args.no_progress,
     )
 
 
