@@ -12,7 +12,7 @@ from anomalyclip_med import __version__
 from anomalyclip_med.errors import AnomalyCLIPMedError
 
 # module names under anomalyclip_med.cli, each defining add_parser(subparsers) and run(args) -> int
-COMMANDS = ("predict", "train")
+COMMANDS = ("predict", "score", "train", "evaluate", "export-bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"anomalyclip_med.cli.{name}").add_parser(sub)
+        importlib.import_module(f"anomalyclip_med.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

@@ -43,7 +43,10 @@ def resolve_device(name: str) -> str:
 
 
 def model_from_args(args: argparse.Namespace) -> AnomalyCLIP:
+    """Build the model; the torch seed (``args.seed`` where a command has one, else 0) is set first, so a random
+    test backbone is the same in every command and every ``torchrun`` process."""
     weights = None if str(args.backbone_weights).lower() in _RANDOM else args.backbone_weights
+    torch.manual_seed(getattr(args, "seed", 0))
     return AnomalyCLIP.from_pretrained(
         backbone=args.backbone,
         backbone_weights=weights,

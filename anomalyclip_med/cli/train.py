@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from anomalyclip_med.cli.options import add_model_options, model_from_args
+from anomalyclip_med.cli.options import add_model_options, model_from_args, resolve_device
 from anomalyclip_med.data import DATASETS, load_samples
 from anomalyclip_med.data.dataset import AnomalyDataset, verify_samples
 from anomalyclip_med.training.loop import TrainSettings, check_out_dir, train
 from anomalyclip_med.training.optim import LEARNING_RATE
+from anomalyclip_med.utils.distributed import DistributedContext
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,15 +49,21 @@ def run(args: argparse.Namespace) -> int:
     samples = load_samples(args.format, args.data, args.split)
     verify_samples(samples, progress=progress)
     check_out_dir(args.out, args.resume, settings)
-    model = model_from_args(args)
-    if model.backbone_info.random_weights:
-        print("WARNING: training on a backbone with RANDOM weights - the prompts will be meaningless for real use.")
-    dataset = AnomalyDataset(samples, model.config.image_size, model.mean, model.std, verify=False)
-    n_anomalous = sum(s.label for s in samples)
-    print(f"training on {len(samples)} images ({n_anomalous} anomalous) from '{args.data}' ({args.format}, "
-          f"{args.split}); {'pixel and image losses' if dataset.has_masks else 'image loss only (no masks)'}")
-    result = train(model, dataset, args.out, settings, resume=args.resume,
-                   run_info={"format": args.format, "root": str(args.data), "split": args.split})
+    with DistributedContext.from_env(resolve_device(args.device)) as ctx:
+        args.device = ctx.device
+        model = model_from_args(args)
+        if model.backbone_info.random_weights and ctx.is_main:
+            print("WARNING: training on a backbone with RANDOM weights - the prompts will be meaningless for real use.")
+        dataset = AnomalyDataset(samples, model.config.image_size, model.mean, model.std, verify=False)
+        n_anomalous = sum(s.label for s in samples)
+        if ctx.is_main:
+            print(f"training on {len(samples)} images ({n_anomalous} anomalous) from '{args.data}' ({args.format}, "
+                  f"{args.split}) in {ctx.world_size} process(es); "
+                  f"{'pixel and image losses' if dataset.has_masks else 'image loss only (no masks)'}")
+        result = train(model, dataset, args.out, settings, resume=args.resume,
+                       run_info={"format": args.format, "root": str(args.data), "split": args.split}, ctx=ctx)
+    if not ctx.is_main:
+        return 0
     if result.history:
         last = result.history[-1]
         print(f"epoch {last['epoch']}: total loss {last['total']:.4f} (focal {last['focal']:.4f}, dice "

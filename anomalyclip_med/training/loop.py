@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from monai.utils import optional_import, set_determinism
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from anomalyclip_med.data.dataset import AnomalyDataset
@@ -30,6 +31,7 @@ from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.objective import compute_losses
 from anomalyclip_med.training.optim import LEARNING_RATE, make_optimizer
 from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.utils.distributed import DistributedContext
 
 __all__ = ["TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"]
 
@@ -163,6 +165,13 @@ def _restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _average_gradients(model: AnomalyCLIP, world_size: int) -> None:
+    for p in model.prompt_learner.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world_size)
+
+
 def _write_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["epoch", *LOSS_KEYS, "seconds"])
@@ -224,6 +233,7 @@ def train(
     settings: TrainSettings | None = None,
     resume: bool = False,
     run_info: dict[str, Any] | None = None,
+    ctx: DistributedContext | None = None,
 ) -> TrainResult:
     """
     Train the prompt learner of ``model`` on ``dataset``, writing a checkpoint per epoch into ``out_dir``.
@@ -239,6 +249,9 @@ def train(
         resume: continue from the last checkpoint in ``out_dir`` (a fresh start when there is none); the
             result is bit-identical to an uninterrupted run on the same hardware and software.
         run_info: extra description stored in each checkpoint (e.g. dataset format and root).
+        ctx: the ``torchrun`` process group, if any: each rank then trains on its ``DistributedSampler`` shard
+            with ``settings.batch_size`` images per step, the prompt gradients are averaged over ranks (as
+            ``DistributedDataParallel`` does) and rank 0 alone writes checkpoints and logs.
 
     Returns:
         the last checkpoint and the per-epoch mean losses.
@@ -268,9 +281,15 @@ def train(
         logger.info("The run in '%s' already finished %d epoch(s); nothing to do.", out_dir, start)
         return TrainResult(existing[max(existing)], history, start)
 
-    loader = DataLoader(
-        dataset, batch_size=settings.batch_size, shuffle=True, generator=shuffle, num_workers=settings.num_workers
-    )
+    ctx = ctx or DistributedContext()
+    sampler = None
+    if ctx.world_size > 1:
+        sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=settings.seed)
+        loader = DataLoader(dataset, batch_size=settings.batch_size, sampler=sampler, num_workers=settings.num_workers)
+    else:
+        loader = DataLoader(
+            dataset, batch_size=settings.batch_size, shuffle=True, generator=shuffle, num_workers=settings.num_workers
+        )
     writer = None
     training = {"settings": asdict(settings), "data": data, "image_size": model.config.image_size,
                 "run": run_info or {}}
@@ -278,6 +297,8 @@ def train(
     try:
         for epoch in range(start + 1, settings.epochs + 1):
             model.train()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             began = time.perf_counter()
             sums = dict.fromkeys(LOSS_KEYS, 0.0)
             batches = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", disable=not settings.progress, leave=False)
@@ -285,19 +306,27 @@ def train(
                 losses = compute_losses(model, batch["image"], batch["mask"] if pixel_losses else None, batch["label"])
                 optimizer.zero_grad()
                 losses["total"].backward()
+                if ctx.world_size > 1:
+                    _average_gradients(model, ctx.world_size)
                 optimizer.step()
                 for key in LOSS_KEYS:
                     sums[key] += losses[key].item()
                 batches.set_postfix(loss=f"{losses['total'].item():.4f}")
-            row = {"epoch": epoch, **{k: v / len(loader) for k, v in sums.items()},
+            means = [{k: v / len(loader) for k, v in rank_sums.items()} for rank_sums in ctx.gather(sums)]
+            row = {"epoch": epoch, **{k: sum(m[k] for m in means) / len(means) for k in LOSS_KEYS},
                    "seconds": round(time.perf_counter() - began, 3)}
             history.append(row)
-            logger.info(
+            log = logger.info if ctx.is_main else logger.debug
+            log(
                 "epoch [%d/%d], loss:%.4f, image_loss:%.4f (focal %.4f, dice %.4f, total %.4f)",
                 epoch, settings.epochs, row["total"] - row["image"], row["image"], row["focal"], row["dice"],
                 row["total"],
             )
-            last = model.save_prompts(
+            last = checkpoint_path(out_dir, epoch)
+            if not ctx.is_main:
+                ctx.barrier()  # the next epoch starts once rank 0 has written this one's checkpoint
+                continue
+            model.save_prompts(
                 checkpoint_path(out_dir, epoch),
                 extra={"epoch": epoch, "optimizer": optimizer.state_dict(), "rng_state": _rng_state(shuffle),
                        "losses": history, "training": training},
@@ -309,6 +338,7 @@ def train(
                 for key in LOSS_KEYS:
                     writer.add_scalar(f"loss/{key}", row[key], epoch)
                 writer.flush()
+            ctx.barrier()
     finally:
         model.eval()
         if writer is not None:

@@ -13,6 +13,12 @@ from anomalyclip_med.errors import OutputExistsError
 __all__ = ["atomic_path"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[str]:
     """
@@ -32,6 +38,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[str
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the output the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

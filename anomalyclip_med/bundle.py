@@ -1,0 +1,98 @@
+"""
+Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, and the package's commands.
+
+Bundle configs call these so that nothing is implemented twice: inference runs the package's transforms,
+inferer and writers; evaluation and training run the very code of ``anomalyclip-med evaluate`` / ``train``.
+User errors end the run at once with one ``error: ...`` line (``SystemExit``) instead of a traceback from
+inside the config parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from monai.data import load_decathlon_datalist
+
+from anomalyclip_med.cli.options import model_from_args
+from anomalyclip_med.errors import AnomalyCLIPMedError
+from anomalyclip_med.io.scans import expand_sources
+from anomalyclip_med.network.model import AnomalyCLIP
+
+__all__ = ["default_prompts", "scan_datalist", "build_model", "run_command"]
+
+
+def default_prompts(bundle_root: str | os.PathLike) -> str | None:
+    """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
+    path = Path(bundle_root) / "models" / "model.pt"
+    return str(path) if path.is_file() else None
+
+
+def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
+    """
+    ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
+    datalist JSON (its ``key`` list, paths relative to the JSON's folder).
+    """
+    try:
+        path = Path(dataset_dir)
+        if path.suffix.lower() == ".json" and path.is_file():
+            if key not in json.loads(path.read_text()):
+                raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
+            return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
+        return [{"image": str(p)} for p in expand_sources([path])]
+    except AnomalyCLIPMedError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def build_model(
+    backbone: str | None = None,
+    backbone_weights: str | None = "openai",
+    prompts: str | None = None,
+    image_size: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> AnomalyCLIP:
+    """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
+    device, seed 0 before a random backbone is drawn)."""
+    args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts or None,
+                              image_size=image_size, device=device, precision=precision)
+    try:
+        model = model_from_args(args)
+    except AnomalyCLIPMedError as err:
+        raise SystemExit(f"error: {err}") from None
+    if model.untrained_warning:
+        print(model.untrained_warning)
+    return model.eval()
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if value is None or value is False:
+        return []
+    if value is True:
+        return [flag]
+    if isinstance(value, (list, tuple)):
+        return [flag, *map(str, value)]
+    return [flag, str(value)]
+
+
+def run_command(command: str, *positional: Any, **options: Any) -> int:
+    """
+    Run ``anomalyclip-med COMMAND`` in this process with keyword options turned into flags
+    (``batch_size=8`` -> ``--batch-size 8``; ``True`` -> bare flag; ``None``/``False`` -> omitted).
+
+    Raises:
+        SystemExit: with the command's status when it fails.
+    """
+    from anomalyclip_med.cli.main import main
+
+    argv = [command, *map(str, positional)]
+    for name, value in options.items():
+        argv += _flag(name, value)
+    status = main(argv)
+    if status:
+        raise SystemExit(status)
+    return status

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark datasets (per-class tables) and hospital cohorts (per-case metrics, reports, figures)."""

@@ -1,0 +1,129 @@
+"""
+Cohort manifests: which scans to score, their optional lesion masks and optional scan-level labels.
+
+Two formats:
+- CSV with a header: ``image`` (required), ``case_id``, ``mask``, ``label`` (scan-level 0/1) optional; empty cells
+  mean "not given".
+- MONAI datalist JSON (``monai.data.load_decathlon_datalist``): a list under ``datalist_key`` (default
+  ``"testing"``) of ``{"image": ..., "label": <lesion mask path>, "scan_label": 0|1, "case_id": ...}``, where
+  ``label`` is the segmentation as in every MONAI datalist.
+Relative paths are taken from the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from monai.data import load_decathlon_datalist
+
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.scan import case_id_of
+
+__all__ = ["CohortCase", "read_manifest"]
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TRUE, _FALSE = ("1", "true", "yes", "anomalous", "abnormal"), ("0", "false", "no", "normal")
+
+
+@dataclass(frozen=True)
+class CohortCase:
+    """
+    One scan of a cohort.
+
+    Attributes:
+        case_id: unique name; its outputs go to ``<out>/cases/<case_id>/``.
+        image: the scan (NIfTI, NRRD, MHA, DICOM folder ... anything the scan scoring reads).
+        mask: lesion mask in the scan's physical space, or None.
+        label: scan-level label (1 anomalous, 0 normal), or None when the manifest gives none.
+    """
+
+    case_id: str
+    image: Path
+    mask: Path | None = None
+    label: int | None = None
+
+
+def _label(value, where: str) -> int | None:
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("", "none", "nan"):
+        return None
+    if text in _TRUE or text == "1.0":
+        return 1
+    if text in _FALSE or text == "0.0":
+        return 0
+    raise InputError(f"{where}: scan label {value!r} is not 0/1 (or normal/anomalous); fix or leave it empty.")
+
+
+def _path(value, base: Path) -> Path | None:
+    text = str(value).strip() if value is not None else ""
+    return None if not text else (base / text if not os.path.isabs(text) else Path(text))
+
+
+def _rows_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "image" not in columns:
+            raise InputError(f"Manifest '{path}' has no 'image' column (columns: {columns}); the header must name "
+                             "image and optionally case_id, mask, label.")
+        rows = [{k.strip(): v for k, v in row.items() if k} for row in reader]
+    base = path.parent
+    return [
+        {"case_id": r.get("case_id"), "image": _path(r.get("image"), base), "mask": _path(r.get("mask"), base),
+         "label": _label(r.get("label"), f"'{path}' row {i + 2}")}
+        for i, r in enumerate(rows)
+    ]
+
+
+def _rows_datalist(path: Path, key: str) -> list[dict]:
+    try:
+        items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key)
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
+        raise InputError(f"Cannot read MONAI datalist '{path}' (key '{key}'): {err}") from None
+    return [
+        {"case_id": it.get("case_id"), "image": _path(it.get("image"), path.parent),
+         "mask": _path(it.get("label"), path.parent), "label": _label(it.get("scan_label"), f"'{path}' item {i}")}
+        for i, it in enumerate(items)
+    ]
+
+
+def read_manifest(path: str | os.PathLike, datalist_key: str = "testing") -> list[CohortCase]:
+    """
+    Read a cohort manifest (CSV, or MONAI datalist JSON).
+
+    Args:
+        path: the manifest file.
+        datalist_key: the JSON list to read.
+
+    Returns:
+        the cases in manifest order. Files are not opened here: a missing or corrupt scan fails only its case.
+
+    Raises:
+        InputError: unreadable manifest, no rows, a row without an image, a bad label, an unsafe or repeated
+            case_id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Manifest '{path}' does not exist.")
+    rows = _rows_datalist(path, datalist_key) if path.suffix.lower() == ".json" else _rows_csv(path)
+    if not rows:
+        raise InputError(f"Manifest '{path}' lists no cases.")
+    cases, seen = [], {}
+    for i, row in enumerate(rows):
+        if row["image"] is None:
+            raise InputError(f"Manifest '{path}' case {i + 1} has no image.")
+        cid = str(row["case_id"]).strip() if row["case_id"] else case_id_of(row["image"])
+        if not _SAFE_ID.match(cid):
+            raise InputError(f"Manifest '{path}': case_id {cid!r} must be letters, digits, '.', '_' or '-' "
+                             "(it names the case's output folder).")
+        if cid in seen:
+            raise InputError(f"Manifest '{path}': case_id '{cid}' is used by cases {seen[cid] + 1} and {i + 1}; "
+                             "give every case a unique case_id.")
+        seen[cid] = i
+        cases.append(CohortCase(cid, row["image"], row["mask"], row["label"]))
+    return cases

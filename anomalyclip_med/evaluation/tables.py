@@ -1,0 +1,83 @@
+"""Per-class metric tables in the layout of the paper's tables: Markdown (percent), CSV and JSON (fractions)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+from anomalyclip_med.utils.atomic import atomic_path
+
+__all__ = ["METRIC_COLUMNS", "finite_or_none", "table_rows", "write_json", "write_csv", "write_metric_tables"]
+
+# (key, heading); the paper's four first (image AUROC / AP, pixel AUROC / AUPRO), then the extra ones
+METRIC_COLUMNS = (
+    ("image_auroc", "image AUROC"),
+    ("image_ap", "image AP"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("aupro", "pixel AUPRO"),
+    ("image_max_f1", "image max-F1"),
+    ("pixel_ap", "pixel AP"),
+)
+
+
+def finite_or_none(value):
+    """A float, or None for NaN / missing (JSON has no NaN; reports show "-")."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def write_json(data, path: Path) -> None:
+    """``data`` as indented JSON, written atomically (NaN must already be None)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of dicts (same keys) as CSV with a header, written atomically; None becomes an empty cell."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+
+
+def table_rows(per_class: dict[str, dict], mean: dict) -> list[dict]:
+    """One row per class then ``mean``: ``name`` followed by every metric column (None where undefined)."""
+    rows = [{"name": name, **{k: finite_or_none(m.get(k)) for k, _ in METRIC_COLUMNS}} for name, m in per_class.items()]
+    return rows + [{"name": "mean", **{k: finite_or_none(mean.get(k)) for k, _ in METRIC_COLUMNS}}]
+
+
+def _markdown(rows: list[dict], title: str) -> str:
+    # a column that no class has (image metrics of a pixel-level set, pixel metrics of an image-level one) is left
+    # out, as the paper's tables do
+    shown = [(k, h) for k, h in METRIC_COLUMNS if any(r[k] is not None for r in rows)]
+    lines = [f"# {title}", "", "| class | " + " | ".join(h for _, h in shown) + " |",
+             "|---|" + "---:|" * len(shown)]
+    for r in rows:
+        cells = ["-" if r[k] is None else f"{100 * r[k]:.1f}" for k, _ in shown]
+        name = f"**{r['name']}**" if r["name"] == "mean" else r["name"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nValues in percent; '-' = undefined (one class only, or no masks).\n"
+
+
+def write_metric_tables(
+    per_class: dict[str, dict], mean: dict, out_prefix: str | os.PathLike, title: str, extra: dict | None = None
+) -> dict[str, Path]:
+    """
+    Write ``<prefix>.md`` (paper layout, percent with one decimal), ``<prefix>.csv`` (fractions, full precision)
+    and ``<prefix>.json`` (``{"title", "classes": {name: metrics}, "mean": metrics, **extra}``).
+
+    Returns:
+        the three paths by format.
+    """
+    prefix = Path(out_prefix)
+    rows = table_rows(per_class, mean)
+    paths = {ext: prefix.with_name(prefix.name + f".{ext}") for ext in ("md", "csv", "json")}
+    with atomic_path(paths["md"]) as tmp:
+        Path(tmp).write_text(_markdown(rows, title), encoding="utf-8")
+    write_csv(rows, paths["csv"])
+    clean = {name: {k: finite_or_none(v) for k, v in m.items()} for name, m in per_class.items()}
+    write_json({"title": title, "classes": clean, "mean": {k: finite_or_none(v) for k, v in mean.items()},
+                **(extra or {})}, paths["json"])
+    return paths

@@ -1,0 +1,66 @@
+"""A MONAI ``Inferer`` that scores whole scans slice by slice, for MONAI engines and bundle configs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from monai.data import MetaTensor, decollate_batch
+from monai.inferers import Inferer
+
+from anomalyclip_med.inference.scan import ScanScoringOptions, aggregate_scores, scan_report
+from anomalyclip_med.inference.slices import score_slices
+from anomalyclip_med.network.model import AnomalyCLIP
+
+__all__ = ["REPORT_KEY", "SliceAnomalyInferer"]
+
+# meta-data key of the JSON scores report attached to each predicted map
+REPORT_KEY = "anomaly_report"
+
+
+class SliceAnomalyInferer(Inferer):
+    """
+    Score each scan of a batch slice by slice with :func:`anomalyclip_med.inference.slices.score_slices`
+    (streaming batches of slices through the network) and return the anomaly maps in the scans' voxel grid.
+
+    The returned ``MetaTensor`` carries the input's meta data (so ``SaveImaged`` writes it in the input's
+    geometry) plus ``meta[REPORT_KEY]``: per scan, the JSON text of the scores report that ``score_scan`` writes
+    (per-slice scores, scan score, preset, model identity), for :class:`anomalyclip_med.io.writers.SaveScanReportd`.
+
+    Args:
+        options: scoring options; the output-related ones (``overwrite``, ``dicom_seg``, montage) do not apply.
+        option_kwargs: ``ScanScoringOptions`` fields, when ``options`` is not given (bundle configs).
+    """
+
+    def __init__(self, options: ScanScoringOptions | None = None, **option_kwargs: Any) -> None:
+        super().__init__()
+        self.options = options or ScanScoringOptions(**option_kwargs)
+        self.preset = self.options.intensity_preset()  # validates every option before any scan is read
+
+    def __call__(self, inputs: torch.Tensor, network: AnomalyCLIP, *args: Any, **kwargs: Any) -> MetaTensor:
+        """
+        Args:
+            inputs: (B, 1, X, Y, Z) scans with raw intensities, as loaded by ``LoadScand``.
+            network: the AnomalyCLIP model.
+
+        Returns:
+            (B, 1, X, Y, Z) float32 anomaly maps in [0, 1].
+        """
+        if inputs.ndim != 5 or inputs.shape[1] != 1:
+            raise ValueError(f"SliceAnomalyInferer expects (B, 1, X, Y, Z) scans, got {tuple(inputs.shape)}.")
+        o = self.options
+        maps, reports = [], []
+        if not isinstance(inputs, MetaTensor):
+            raise ValueError("SliceAnomalyInferer needs MetaTensor scans (with their affine), as LoadScand gives.")
+        for image in decollate_batch(inputs.detach().cpu()):
+            result = score_slices(network, image, self.preset, axis=o.axis, batch_size=o.batch_size,
+                                  skip_empty=o.skip_empty, min_foreground=o.min_foreground, z_smooth=o.z_smooth,
+                                  progress=o.progress)
+            score = aggregate_scores(result.slice_scores, result.scored, o.aggregation, o.topk)
+            maps.append(torch.from_numpy(result.anomaly_map)[None])
+            reports.append(json.dumps(scan_report(network, image, result, score, o)))
+        out = MetaTensor(torch.stack(maps), meta=dict(inputs.meta))
+        out.is_batch = True
+        out.meta[REPORT_KEY] = reports
+        return out

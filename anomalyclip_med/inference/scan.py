@@ -1,0 +1,333 @@
+"""
+Score one scan end to end: load it, run AnomalyCLIP slice by slice, aggregate a scan score, and write the
+anomaly map, labelmap, scores JSON, overlay montage (and optionally a DICOM SEG) in the scan's own geometry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.utils import convert_to_tensor
+
+from anomalyclip_med import __version__
+from anomalyclip_med.errors import InputError, OutputExistsError
+from anomalyclip_med.inference.slices import SliceScores, score_slices
+from anomalyclip_med.io.scans import LoadScan, case_id_of
+from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
+from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.transforms.intensity import IntensityPreset
+from anomalyclip_med.transforms.slicing import resolve_axis
+from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.utils.paths import check_writable_dir
+
+__all__ = [
+    "AGGREGATIONS",
+    "OUTPUT_SUFFIXES",
+    "DICOM_SEG_SUFFIX",
+    "ScanScoringOptions",
+    "ScanResult",
+    "aggregate_scores",
+    "case_id_of",
+    "expected_outputs",
+    "scan_report",
+    "score_scan",
+]
+
+logger = logging.getLogger(__name__)
+
+AGGREGATIONS = ("topk_mean", "max", "mean")
+OUTPUT_SUFFIXES = {
+    "map": "_anomaly_map.nii.gz",
+    "seg": "_anomaly_seg.nii.gz",
+    "scores": "_scores.json",
+    "montage": "_overlay.png",
+}
+DICOM_SEG_SUFFIX = "_anomaly_seg.dcm"
+_MONTAGE_TILE = 256
+
+
+@dataclass
+class ScanScoringOptions:
+    """
+    How :func:`score_scan` scores a scan (defaults in brackets).
+
+    Attributes:
+        preset: intensity preset ["auto"]: ``auto``, a CT window (``brain``, ``subdural``, ``stroke``,
+            ``abdomen``, ``liver``, ``lung``, ``bone``) or ``mri``; see
+            :class:`anomalyclip_med.transforms.intensity.IntensityPreset`.
+        axis: slicing axis [None = axial, whatever the scan's orientation]: ``axial``, ``coronal``, ``sagittal``
+            or an array axis 0..2.
+        threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
+        batch_size: slices per forward pass [8].
+        skip_empty: send only slices holding a body through the network; others score 0 [True].
+        z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
+        aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
+            ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
+        series_uid: SeriesInstanceUID to score in a DICOM folder holding several series [None].
+        volume_index: volume of a 4D file to score [None; required for 4D files with several volumes].
+        overwrite: replace existing outputs [False].
+        dicom_seg: also write a DICOM SEG referencing the source series; ignored for file inputs [False].
+        window_level: CT window level in HU replacing the preset's [None].
+        window_width: CT window width in HU replacing the preset's [None].
+        percentiles: percentiles of the ``mri`` normalisation [(1, 99)].
+        topk: slices averaged by ``topk_mean`` [5].
+        min_foreground: fraction of a slice that must be body for it to be scored [0.01].
+        montage_slices: most anomalous slices shown in the overlay PNG [6].
+        progress: show a progress bar [True].
+    """
+
+    preset: str = "auto"
+    axis: str | int | None = None
+    threshold: float = 0.5
+    batch_size: int = 8
+    skip_empty: bool = True
+    z_smooth: float = 0.0
+    aggregation: str = "topk_mean"
+    series_uid: str | None = None
+    volume_index: int | None = None
+    overwrite: bool = False
+    dicom_seg: bool = False
+    window_level: float | None = None
+    window_width: float | None = None
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    topk: int = 5
+    min_foreground: float = 0.01
+    montage_slices: int = 6
+    progress: bool = True
+
+    def intensity_preset(self) -> IntensityPreset:
+        """Check every option and build the intensity preset.
+
+        Raises:
+            InputError: an option out of range.
+        """
+        checks = [
+            (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.z_smooth >= 0, f"z smoothing must be >= 0 mm, got {self.z_smooth}"),
+            (self.aggregation in AGGREGATIONS, f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}"),
+            (self.topk >= 1, f"topk must be at least 1, got {self.topk}"),
+            (0.0 <= self.min_foreground <= 1.0, f"min_foreground must be in [0, 1], got {self.min_foreground}"),
+            (self.montage_slices >= 1, f"montage_slices must be at least 1, got {self.montage_slices}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"Invalid scoring option: {message}.")
+        try:
+            resolve_axis(np.eye(4), self.axis)
+            return IntensityPreset(self.preset, self.window_level, self.window_width, tuple(self.percentiles))
+        except ValueError as err:
+            raise InputError(f"Invalid scoring option: {err}") from None
+
+
+@dataclass
+class ScanResult:
+    """
+    What :func:`score_scan` wrote and computed for one scan.
+
+    Attributes:
+        case_id: the case name used in the output file names.
+        source: the scan's path as given.
+        map_path: ``<case>_anomaly_map.nii.gz``.
+        seg_path: ``<case>_anomaly_seg.nii.gz``.
+        scores_path: ``<case>_scores.json``.
+        slice_scores: score of each slice along the slicing axis, in the scan's voxel order (0 if not scored).
+        scan_score: the aggregated scan score.
+        montage_path: ``<case>_overlay.png``.
+        dicom_seg_path: ``<case>_anomaly_seg.dcm`` when requested.
+        preset: the intensity preset used (``auto`` resolved).
+        scored_slices: how many slices went through the network.
+    """
+
+    case_id: str
+    source: str
+    map_path: Path
+    seg_path: Path
+    scores_path: Path
+    slice_scores: list[float]
+    scan_score: float
+    montage_path: Path | None = None
+    dicom_seg_path: Path | None = None
+    preset: str = ""
+    scored_slices: int = 0
+
+
+def expected_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, dicom_seg: bool = False) -> dict[str, Path]:
+    """
+    The paths :func:`score_scan` writes for ``source``: keys ``map``, ``seg``, ``scores``, ``montage`` (and
+    ``dicom_seg`` when requested and ``source`` is a DICOM series folder). ``scores`` is renamed into place last,
+    so its presence means a finished case.
+    """
+    case = case_id_of(source)
+    out = {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
+    if dicom_seg and Path(source).is_dir():
+        out["dicom_seg"] = Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
+    return out
+
+
+def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str = "topk_mean", topk: int = 5) -> float:
+    """
+    The scan score from the scored slices: mean of the ``topk`` highest (``topk_mean``), ``max`` or ``mean``;
+    0 when no slice was scored.
+    """
+    values = np.sort(np.asarray(slice_scores, dtype=np.float64)[np.asarray(scored, dtype=bool)])[::-1]
+    if values.size == 0:
+        return 0.0
+    if method == "topk_mean":
+        return float(values[:topk].mean())
+    if method == "max":
+        return float(values[0])
+    if method == "mean":
+        return float(values.mean())
+    raise ValueError(f"Unknown aggregation {method!r}; choose one of {AGGREGATIONS}.")
+
+
+def _check_destination(source: Path, out_dir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that cannot be written or would change the inputs."""
+    if source.is_dir() and out_dir.resolve() == source.resolve():
+        raise InputError(f"Output folder '{out_dir}' is the input DICOM folder; writing there would change the "
+                         "input series. Choose another --out.")
+    check_writable_dir(out_dir)
+    clashes = [p for p in outputs.values() if p.resolve() == source.resolve()]
+    if clashes:
+        raise InputError(f"Output '{clashes[0]}' would overwrite the input scan; choose another --out.")
+    existing = [str(p) for p in outputs.values() if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"Output(s) exist: {', '.join(existing)}. Pass --overwrite "
+                                "(ScanScoringOptions.overwrite) to replace them.")
+
+
+def _montage_slices(result: SliceScores, count: int) -> list[int]:
+    """The ``count`` highest-scoring scored slices (the middle slice when none was scored), in slice order."""
+    scored = np.flatnonzero(result.scored)
+    if scored.size == 0:
+        return [result.geometry.n_slices // 2]
+    best = scored[np.argsort(-result.slice_scores[scored], kind="stable")[:count]]
+    return sorted(int(i) for i in best)
+
+
+def _write_montage(
+    path: str, image: torch.Tensor, result: SliceScores, options: ScanScoringOptions, warning: str | None
+) -> None:
+    g = result.geometry
+    index = _montage_slices(result, options.montage_slices)
+    raw = image.as_tensor()[0].movedim(g.axis, 0)[index]
+    shown = convert_to_tensor(result.preset.transform(raw), track_meta=False)
+    maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
+    captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
+                + ("" if result.scored[i] else " (skipped)") for i in index]
+    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
+
+
+def scan_report(
+    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
+    outputs: dict[str, Path] | None = None,
+) -> dict[str, Any]:
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
+    meta = image.meta
+    source = Path(meta["filename_or_obj"])
+    case = case_id_of(source)
+    g = result.geometry
+    identity = model.identity()
+    return {
+        "case_id": case,
+        "source": str(source.resolve()),
+        "source_format": meta.get("source_format"),
+        "series_uid": meta.get("series_uid"),
+        "volume_index": meta.get("volume_index"),
+        "shape": [int(s) for s in image.shape[1:]],
+        "affine": np.asarray(meta["original_affine"], dtype=float).round(6).tolist(),
+        "nonfinite_voxels_replaced": int(meta.get("nonfinite_voxels", 0)),
+        "preset": result.preset.to_dict(),
+        "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
+                    "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
+                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth},
+        "slice_scores": [round(float(s), 6) for s in result.slice_scores],
+        "scored": [bool(s) for s in result.scored],
+        "scan_score": scan_score,
+        "aggregation": {"method": options.aggregation, "topk": options.topk},
+        "threshold": options.threshold,
+        "anomalous_voxels": int((result.anomaly_map >= options.threshold).sum()),
+        "outputs": {k: p.name for k, p in (outputs or {}).items()},
+        "options": {k: v for k, v in asdict(options).items() if k not in ("progress",)},
+        "model": identity,
+        "package_version": __version__,
+        "warning": model.untrained_warning,
+    }
+
+
+def score_scan(
+    model: AnomalyCLIP,
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: ScanScoringOptions | None = None,
+) -> ScanResult:
+    """
+    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`).
+
+    Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
+    ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
+    ``options.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
+    ``options.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
+    is written to a temporary file and renamed, the scores JSON last. Inputs are never modified.
+
+    Args:
+        model: the AnomalyCLIP network.
+        source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
+        out_dir: output folder (created if needed).
+        options: scoring options (defaults: :class:`ScanScoringOptions`).
+
+    Raises:
+        InputError: a bad scan or option, or an unwritable output folder.
+        OutputExistsError: outputs exist and ``options.overwrite`` is false.
+    """
+    options = options or ScanScoringOptions()
+    preset = options.intensity_preset()
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise InputError(f"Scan '{source}' does not exist.")
+    case = case_id_of(source)
+    outputs = expected_outputs(source, out_dir, options.dicom_seg)
+    _check_destination(source, out_dir, outputs, options.overwrite)
+
+    image = LoadScan(options.series_uid, options.volume_index)(source)
+    result = score_slices(
+        model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
+        min_foreground=options.min_foreground, z_smooth=options.z_smooth, progress=options.progress, desc=case,
+    )
+    scan_score = aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
+    seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
+    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
+                result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
+                scan_score)
+
+    order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
+    with contextlib.ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
+        write_volume(result.anomaly_map, image.meta, tmp["map"])
+        write_volume(seg, image.meta, tmp["seg"], label=True)
+        _write_montage(tmp["montage"], image, result, options, model.untrained_warning)
+        if "dicom_seg" in outputs:
+            write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
+                            __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
+        write_json(scan_report(model, image, result, scan_score, options, outputs), tmp["scores"])
+    return ScanResult(
+        case_id=case,
+        source=str(source),
+        map_path=outputs["map"],
+        seg_path=outputs["seg"],
+        scores_path=outputs["scores"],
+        slice_scores=[float(s) for s in result.slice_scores],
+        scan_score=scan_score,
+        montage_path=outputs["montage"],
+        dicom_seg_path=outputs.get("dicom_seg"),
+        preset=result.preset.name,
+        scored_slices=int(result.scored.sum()),
+    )

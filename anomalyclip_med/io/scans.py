@@ -1,0 +1,242 @@
+"""Loading CT/MRI scans with MONAI readers: NIfTI, NRRD, MetaImage files and DICOM series folders, geometry kept."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import ITKReader, MetaTensor, NibabelReader
+from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Transform
+from monai.utils import optional_import
+
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.dicom import DICOM_SUFFIXES, has_dicom_files, select_dicom_series
+from anomalyclip_med.io.images import IMAGE_SUFFIXES
+
+itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
+
+__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "expand_sources", "LoadScan", "LoadScand"]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
+_FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage",
+            ".mhd": "metaimage"}
+
+
+def volume_suffix(path: str | os.PathLike) -> str | None:
+    """The volume file suffix of ``path`` (lower case, e.g. ``".nii.gz"``), or ``None``."""
+    name = Path(path).name.lower()
+    return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), None)
+
+
+def case_id_of(source: str | os.PathLike) -> str:
+    """
+    The case name used for output files: the file name without its volume suffix (``FLAIR.nii.gz`` -> ``FLAIR``),
+    or the folder name of a DICOM series.
+    """
+    path = Path(source)
+    suffix = volume_suffix(path)
+    name = path.resolve().name if path.name in ("", ".", "..") else path.name
+    return name[: -len(suffix)] if suffix and not path.is_dir() else name
+
+
+def expand_sources(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """
+    Expand command-line inputs into scans: a volume file stays, a folder holding DICOM files is one series,
+    a folder without DICOM files contributes the volume files directly inside it (sorted).
+
+    Raises:
+        InputError: a path that does not exist, or a folder with neither DICOM files nor volume files.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise InputError(f"Input '{p}' does not exist.")
+        if p.is_dir() and not has_dicom_files(p):
+            volumes = sorted(f for f in p.iterdir() if f.is_file() and volume_suffix(f))
+            if not volumes:
+                raise InputError(f"Folder '{p}' holds neither DICOM files nor volume files "
+                                 f"({', '.join(VOLUME_SUFFIXES)}).")
+            out.extend(volumes)
+        else:
+            out.append(p)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """Silence the DeprecationWarnings ITK's SWIG wrappers raise while its modules load lazily."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="builtin type .* has no __module__", category=DeprecationWarning)
+        yield
+
+
+def _replace_nonfinite(img: MetaTensor) -> int:
+    """Replace NaN and -Inf by the lowest finite value and +Inf by the highest (in place); returns the count."""
+    finite = torch.isfinite(img)
+    n_bad = int(finite.numel() - finite.sum())
+    if n_bad:
+        values = img[finite]
+        lo, hi = (float(values.min()), float(values.max())) if values.numel() else (0.0, 0.0)
+        torch.nan_to_num_(img.as_tensor(), nan=lo, posinf=hi, neginf=lo)
+    return n_bad
+
+
+class LoadScan(Transform):
+    """
+    Load one scan as a channel-first float32 ``MetaTensor`` (1, X, Y, Z) with MONAI readers.
+
+    NIfTI goes through MONAI's ``NibabelReader``; NRRD, MetaImage (.mha/.mhd) and DICOM series folders through
+    its ``ITKReader``. ``meta["affine"]``/``meta["original_affine"]`` hold the voxel-to-world (RAS) affine of the
+    scan as stored, and the array keeps the file's voxel order, so outputs written with that affine overlay the
+    input exactly. DICOM folders are checked first (see :func:`anomalyclip_med.io.dicom.select_dicom_series`).
+
+    Non-finite voxels (NaN, +-Inf) are replaced: NaN and -Inf by the lowest finite value of the scan (treated
+    as background), +Inf by the highest; their number is stored in ``meta["nonfinite_voxels"]`` and logged.
+
+    Extra metadata: ``source_format`` (``nifti``, ``nrrd``, ``metaimage``, ``dicom``), ``modality`` and
+    ``body_part`` (DICOM only, else ``""``), ``dicom_files`` (sorted along the slice normal) and ``series_uid``
+    (DICOM only), ``volume_index`` (4D only), ``nonfinite_voxels``.
+
+    Args:
+        series_uid: SeriesInstanceUID to load from a folder holding several series.
+        volume_index: which volume of a 4D file to load (0-based); required when the file holds more than one.
+
+    Raises:
+        InputError: a missing path, an unsupported or unreadable file, a 2D image, a 4D file without a valid
+            ``volume_index``, or any DICOM series problem.
+    """
+
+    def __init__(self, series_uid: str | None = None, volume_index: int | None = None) -> None:
+        self.series_uid = series_uid
+        self.volume_index = volume_index
+
+    def __call__(self, source: str | os.PathLike) -> MetaTensor:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"Scan '{path}' does not exist.")
+        extra: dict = {"modality": "", "body_part": ""}
+        if path.is_dir():
+            img = self._load_dicom(path, extra)
+        else:
+            img = self._load_file(path, extra)
+        img, volume_index = self._select_volume(path, img)
+        img.meta.update(extra)
+        if volume_index is not None:  # absent rather than None: MONAI's collation cannot batch None
+            img.meta["volume_index"] = volume_index
+        n_bad = _replace_nonfinite(img)
+        img.meta["nonfinite_voxels"] = n_bad
+        if n_bad:
+            logger.warning("%s: %d non-finite voxel(s) (NaN/Inf) replaced by the scan's lowest/highest finite value",
+                           path, n_bad)
+        return EnsureChannelFirst(channel_dim="no_channel")(img)
+
+    def _load_file(self, path: Path, extra: dict) -> MetaTensor:
+        suffix = volume_suffix(path)
+        if suffix is None:
+            if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in DICOM_SUFFIXES:
+                raise InputError(f"'{path}' is a 2D image file; `score` takes 3D scans (a volume file or a DICOM "
+                                 "series folder). Use `anomalyclip-med predict` for 2D images.")
+            raise InputError(f"'{path}' is not a supported scan: give a volume file ({', '.join(VOLUME_SUFFIXES)}) "
+                             "or a folder holding one DICOM series.")
+        extra["source_format"] = _FORMATS[suffix]
+        reader = NibabelReader() if suffix in NIFTI_SUFFIXES else self._itk_reader(path)
+        return self._read(reader, path)
+
+    def _load_dicom(self, folder: Path, extra: dict) -> MetaTensor:
+        series = select_dicom_series(folder, self.series_uid)
+        reader = self._itk_reader(folder, series_name=self._gdcm_series_name(folder, series.files))
+        img = self._read(reader, folder)
+        if img.ndim != 3 or img.shape[-1] != len(series.files):
+            raise InputError(f"DICOM series {series.uid} in '{folder}' read as shape {tuple(img.shape)}, expected "
+                             f"{len(series.files)} slices; convert it with dcm2niix and score the NIfTI.")
+        extra.update(source_format="dicom", modality=series.modality, body_part=series.body_part,
+                     series_uid=series.uid, dicom_files=[str(f) for f in series.files])
+        return img
+
+    @staticmethod
+    def _itk_reader(path: Path, **kwargs) -> ITKReader:
+        if not has_itk:
+            raise InputError(f"Reading '{path}' needs ITK (NRRD, MetaImage and DICOM): pip install itk-io.")
+        return ITKReader(**kwargs)
+
+    @staticmethod
+    def _gdcm_series_name(folder: Path, files: list[Path]) -> str:
+        """The GDCM series identifier (as MONAI's ITKReader groups files) whose files are exactly ``files``."""
+        with _quiet_itk():
+            names = itk.GDCMSeriesFileNames.New()
+        names.SetUseSeriesDetails(True)
+        names.AddSeriesRestriction("0008|0021")  # as ITKReader does
+        names.SetDirectory(str(folder))
+        wanted = {os.path.realpath(f) for f in files}
+        for ident in names.GetSeriesUIDs():
+            if {os.path.realpath(f) for f in names.GetFileNames(ident)} == wanted:
+                return ident
+        raise InputError(f"ITK/GDCM groups the DICOM files in '{folder}' differently from their SeriesInstanceUID "
+                         "(mixed dates or acquisition details within the series); convert it with dcm2niix.")
+
+    @staticmethod
+    def _read(reader, path: Path) -> MetaTensor:
+        try:
+            with _quiet_itk():
+                return LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+        except Exception as err:  # the readers raise many types; the user needs the file and the cause
+            cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise InputError(f"Cannot read scan '{path}': {cause}") from None
+
+    def _select_volume(self, path: Path, img: MetaTensor) -> tuple[MetaTensor, int | None]:
+        """The one 3D volume to score, and its index when the file is 4D."""
+        index = None
+        if img.ndim == 4:
+            n = img.shape[-1]
+            if self.volume_index is None and n > 1:
+                raise InputError(f"'{path}' is a 4D scan holding {n} volumes (shape {tuple(img.shape)}); pick one "
+                                 f"with --volume-index 0..{n - 1} (ScanScoringOptions.volume_index).")
+            index = self.volume_index or 0
+            if not 0 <= index < n:
+                raise InputError(f"--volume-index {index} is out of range for '{path}', which holds {n} volumes "
+                                 f"(0..{n - 1}).")
+            img = img[..., index].clone()
+        elif self.volume_index not in (None, 0):
+            raise InputError(f"--volume-index {self.volume_index} given but '{path}' holds a single volume.")
+        if img.ndim != 3 or min(img.shape) < 2:
+            raise InputError(f"'{path}' is 2D (shape {tuple(img.shape)}); `score` takes 3D scans. Use "
+                             "`anomalyclip-med predict` for 2D images.")
+        return img, index
+
+
+class LoadScand(MapTransform):
+    """
+    Dictionary-based wrapper of :class:`LoadScan`: replaces each key's path by the loaded scan.
+
+    Args:
+        keys: keys holding scan paths.
+        series_uid: see :class:`LoadScan`.
+        volume_index: see :class:`LoadScan`.
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        series_uid: str | None = None,
+        volume_index: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadScan(series_uid, volume_index)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d

@@ -1,0 +1,209 @@
+"""
+Writing scan results: NIfTI volumes in the input scan's geometry, the scores JSON, an overlay PNG montage and a
+DICOM Segmentation (highdicom) referencing the source series. Each writer writes exactly the path it is given;
+the caller makes the write atomic (:func:`anomalyclip_med.utils.atomic.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import torch
+from PIL import Image, ImageDraw
+from monai.config import KeysCollection
+from monai.data import FolderLayout
+from monai.transforms import MapTransform
+from monai.utils import optional_import
+
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.utils.atomic import atomic_path
+
+hd, has_highdicom = optional_import("highdicom")
+
+__all__ = ["write_volume", "write_json", "write_montage", "write_dicom_seg"]
+
+_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
+
+
+def _header_code(meta: Mapping[str, Any], key: str) -> int:
+    """The input NIfTI's qform/sform code (so readers pick the same affine as for the input); 1 (scanner) else."""
+    return int(np.asarray(meta[key]).item()) if key in meta else 1
+
+
+def write_volume(array: np.ndarray, meta: Mapping[str, Any], path: str | os.PathLike, label: bool = False) -> None:
+    """
+    Write ``array`` as NIfTI with the geometry of the scan it was computed from.
+
+    Args:
+        array: voxel values in the scan's voxel order (its spatial shape as loaded).
+        meta: the loaded scan's metadata (``original_affine`` voxel-to-RAS; for a NIfTI input also its
+            ``qform_code``/``sform_code``/``xyzt_units``, which are kept).
+        path: output path (``.nii`` or ``.nii.gz``).
+        label: write a uint8 labelmap (NIfTI intent "label") rather than a float32 map in [0, 1].
+    """
+    affine = np.asarray(meta["original_affine"], dtype=np.float64)
+    data = np.asarray(array, dtype=np.uint8 if label else np.float32)
+    image = nib.Nifti1Image(data, affine)
+    header = image.header
+    header.set_qform(affine, code=_header_code(meta, "qform_code"))
+    header.set_sform(affine, code=_header_code(meta, "sform_code"))
+    header["xyzt_units"] = int(np.asarray(meta["xyzt_units"]).item()) if "xyzt_units" in meta else 2  # 2 = mm
+    if label:
+        header.set_intent("label")
+        header["descrip"] = b"AnomalyCLIP anomaly labelmap (1 = anomalous)"
+    else:
+        header["cal_min"], header["cal_max"] = 0.0, 1.0
+        header["descrip"] = b"AnomalyCLIP anomaly map (0..1)"
+    nib.save(image, os.fspath(path))
+
+
+def write_json(report: Mapping[str, Any], path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+def write_montage(
+    path: str | os.PathLike,
+    slices: torch.Tensor,
+    maps: torch.Tensor,
+    captions: Sequence[str],
+    warning: str | None = None,
+    columns: int = 3,
+) -> None:
+    """
+    A PNG grid of slices with their anomaly maps blended over them (:func:`anomalyclip_med.io.overlay.overlay`).
+
+    Args:
+        path: output ``.png``.
+        slices: (N, S, S) display-oriented slices in [0, 1].
+        maps: (N, S, S) anomaly maps on the same grid, in [0, 1].
+        captions: one line per tile, drawn in its bottom-left corner.
+        warning: the model's untrained/random warning: drawn as a banner and stored in the PNG (see
+            :func:`anomalyclip_med.io.overlay.save_png`).
+        columns: tiles per row.
+    """
+    n, size = slices.shape[0], slices.shape[-1]
+    montage = Image.new("RGB", (min(n, columns) * size, math.ceil(n / columns) * size))
+    draw = ImageDraw.Draw(montage)
+    for i in range(n):
+        grey = Image.fromarray(np.round(slices[i].numpy() * 255).astype(np.uint8), mode="L")
+        r, c = divmod(i, columns)
+        montage.paste(overlay(grey, maps[i].numpy()), (c * size, r * size))
+        draw.text((c * size + 4, (r + 1) * size - 14), captions[i], fill=(255, 255, 255))
+    save_png(montage, path, warning=warning)
+
+
+def write_dicom_seg(
+    seg: np.ndarray,
+    affine: np.ndarray,
+    dicom_files: Sequence[str | os.PathLike],
+    path: str | os.PathLike,
+    software_version: str,
+    description: str,
+) -> None:
+    """
+    A binary DICOM Segmentation (highdicom) of the source series, one frame per source slice.
+
+    Args:
+        seg: uint8 labelmap in the series' voxel order as loaded by ITK (columns, rows, slices).
+        affine: voxel-to-RAS affine of the loaded series.
+        dicom_files: the source series' files.
+        path: output ``.dcm``.
+        software_version: written as the SEG's SoftwareVersions.
+        description: SeriesDescription of the SEG.
+
+    Raises:
+        InputError: highdicom is not installed, or a source slice does not lie on the volume's slice grid.
+    """
+    if not has_highdicom:
+        raise InputError("Writing a DICOM SEG needs highdicom: pip install 'anomalyclip_med[dicom-seg]'.")
+    from pydicom.sr.codedict import codes
+
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every module it copies at INFO
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_files]
+    to_voxel = np.linalg.inv(_LPS @ np.asarray(affine, dtype=float))
+    frames = []
+    for f, ds in zip(dicom_files, sources):
+        ijk = to_voxel @ np.array([*map(float, ds.ImagePositionPatient), 1.0])
+        k = int(round(ijk[2]))
+        if not (0 <= k < seg.shape[2] and np.allclose(ijk[:3], [0, 0, k], atol=1e-2)):
+            raise InputError(f"DICOM slice '{f}' does not lie on the loaded volume's slice grid; cannot map the "
+                             "segmentation back to the series.")
+        frames.append(seg[:, :, k].T)
+    description_item = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="AnomalyCLIP anomaly",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="AnomalyCLIP", version=software_version, family=codes.cid7162.ArtificialIntelligence
+        ),
+    )
+    segmentation = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=np.stack(frames).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description_item],
+        series_instance_uid=hd.UID(),
+        series_number=int(getattr(sources[0], "SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="anomalyclip_med",
+        manufacturer_model_name="AnomalyCLIP",
+        software_versions=software_version,
+        device_serial_number="none",
+        series_description=description,
+        omit_empty_frames=False,
+    )
+    segmentation.save_as(os.fspath(path))
+
+
+class SaveScanReportd(MapTransform):
+    """
+    Write the JSON scores report attached by :class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` to a
+    predicted map, next to the map that ``SaveImaged`` writes with the same ``output_dir`` / ``data_root_dir``
+    (``<case>_scores.json``; MONAI's ``FolderLayout`` names both), atomically.
+
+    Args:
+        keys: keys of the predicted maps.
+        output_dir: output folder.
+        output_postfix: appended to the case name ["scores"].
+        data_root_dir: as ``SaveImaged``'s: keep the input's folders below this root in the output.
+        overwrite: replace an existing report [True, as ``SaveImaged`` does].
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        output_postfix: str = "scores",
+        data_root_dir: str = "",
+        overwrite: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".json", parent=False,
+                                   makedirs=True, data_root_dir=data_root_dir)
+        self.overwrite = overwrite
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        from anomalyclip_med.inference.inferer import REPORT_KEY
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = d[key].meta
+            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
+            with atomic_path(path, overwrite=self.overwrite) as tmp:
+                write_json(json.loads(meta[REPORT_KEY]), tmp)
+        return d
