@@ -62,7 +62,7 @@ def build_model(
     try:
         model = model_from_args(args)
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(f"error: {err}\n(bundle overrides: --backbone_weights PATH, --prompts PATH)") from None
     if model.untrained_warning:
         print(model.untrained_warning)
     return model.eval()

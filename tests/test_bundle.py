@@ -121,13 +121,18 @@ def test_inference_on_real_anisotropic_volume(tmp_path):
     assert json.loads((out / "brain1_image_scores.json").read_text())["slicing"]["n_slices"] == 25
 
 
-def test_missing_weights_stop_at_start_with_the_fix(tmp_path):
-    proc = _run("inference.json", "--output_dir", tmp_path / "out", "--backbone_weights",
-                tmp_path / "ViT-L-14-336px.pt")
+def test_main_job_offline_stops_at_start_with_the_fix(tmp_path):
+    """The README's main job on a fresh offline machine: one clear error naming the file and the override."""
+    offline = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "HF_ENDPOINT": "https://127.0.0.1"}  # refuses connections: offline, deterministically
+    proc = _bundle("run", "--config_file", CONFIGS / "inference.json", "--bundle_root", BUNDLE,
+                   "--output_dir", tmp_path / "out", env_extra=offline)
     assert proc.returncode != 0
-    assert "error:" in proc.stderr and "ViT-L-14-336px.pt" in proc.stderr and "--backbone-weights" in proc.stderr
+    assert "error:" in proc.stderr and "ViT-L-14-336px.pt" in proc.stderr and "--backbone_weights" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+    missing = _run("inference.json", "--output_dir", tmp_path / "out", "--backbone_weights", tmp_path / "nowhere.pt")
+    assert missing.returncode != 0 and "nowhere.pt" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_evaluate_two_case_manifest(tmp_path):
