@@ -2,7 +2,7 @@
 The loop learns: on synthetic anomalies (red discs pasted on grey textures) written as a dataset tree, training
 the prompts of a tiny random backbone lifts held-out AUROC far above what the fresh prompts give.
 
-A random backbone's global token and patch tokens are unrelated (in real CLIP training aligned them), so one
+A random backbone's global token and patch tokens are unrelated (real CLIP's pre-training aligns them), so one
 pair of text features cannot be expected to serve both here; each branch of the objective is therefore shown
 to learn on its own data: pixel AUROC after training with masks (pixel + image losses), image AUROC after
 training image-level-only data (image loss only, the HeadCT/BrainMRI path).

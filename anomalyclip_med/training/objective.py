@@ -44,15 +44,15 @@ def compute_losses(
     labels = torch.as_tensor(labels, device=model.device).long().reshape(-1)
     if images.ndim != 4 or labels.numel() != images.shape[0]:
         raise InputError(f"Expected (B, 3, S, S) images and B labels, got {tuple(images.shape)} and {labels.numel()}.")
-    if masks is not None and (tuple(masks.shape[-2:]) != tuple(images.shape[-2:]) or masks.numel() != labels.numel()
-                              * images.shape[-2] * images.shape[-1]):
+    b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    if masks is not None and (tuple(masks.shape[-2:]) != (h, w) or masks.numel() != b * h * w):
         raise InputError(f"Masks of shape {tuple(masks.shape)} do not match the images' {tuple(images.shape)}.")
     fwd = model(images, text_features=model.encode_text())
     image_loss = F.cross_entropy(fwd.image_logits.float(), labels)
     zero = image_loss.new_zeros(())
     focal, dice = zero, zero
     if masks is not None:
-        gt = (masks.to(model.device, torch.float32).reshape(images.shape[0], *images.shape[-2:]) > 0.5).float()
+        gt = (masks.to(model.device, torch.float32).reshape(b, h, w) > 0.5).float()
         for maps in fwd.similarity_maps:
             maps = maps.float()
             focal = focal + _focal(maps, gt)
