@@ -32,20 +32,26 @@ def resize_positional_embedding(pos: torch.Tensor, grid: tuple[int, int]) -> tor
     return torch.cat([pos[:1], patch_pos.flatten(2).transpose(1, 2)[0]], dim=0)
 
 
-def _dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Original q-k attention and V-V attention from one qkv projection; ``x`` is (B, N, D)."""
+def _attention(
+    attn: nn.MultiheadAttention, x: torch.Tensor, with_vv: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """
+    Self-attention of ``x`` (B, N, D) with ``attn``'s weights, and, if ``with_vv``, the V-V attention from the
+    same qkv projection. Computed here rather than by ``nn.MultiheadAttention``, whose batch-first path hands a
+    transposed view to its input projection: under CPU bf16 autocast that one matmul took ~30 s and ~9 GB for a
+    batch of 8 ViT-L slices at 518 px.
+    """
     b, n, d = x.shape
     heads = attn.num_heads
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-    # scaled_dot_product_attention's default scale is head_dim ** -0.5, the reference's for both paths
-    ori = F.scaled_dot_product_attention(q, k, v)
-    vv = F.scaled_dot_product_attention(v, v, v)
 
     def out(t: torch.Tensor) -> torch.Tensor:
         return attn.out_proj(t.transpose(1, 2).reshape(b, n, d))
 
-    return out(ori), out(vv)
+    # scaled_dot_product_attention's default scale is head_dim ** -0.5, the reference's for both paths
+    ori = out(F.scaled_dot_product_attention(q, k, v))
+    return ori, out(F.scaled_dot_product_attention(v, v, v)) if with_vv else None
 
 
 def patch_grid(visual: VisionTransformer, height: int, width: int) -> tuple[int, int]:
@@ -90,17 +96,15 @@ def dpam_forward(
     x = x + resize_positional_embedding(visual.positional_embedding, grid).to(x.dtype)
     x = visual.ln_pre(x)
 
-    batch_first = getattr(visual.transformer, "batch_first", True)
     vv: torch.Tensor | None = None
     features = []
     for index, block in enumerate(blocks, start=1):
-        if index < dpam_start:
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
-        else:
-            attn_out, vv_out = _dual_attention(block.attn, block.ln_1(x))
+        dual = index >= dpam_start
+        attn_out, vv_out = _attention(block.attn, block.ln_1(x), with_vv=dual)
+        if dual:
             vv = (x if vv is None else vv) + block.ls_1(vv_out)
-            x = x + block.ls_1(attn_out)
-            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = x + block.ls_1(attn_out)
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
         if index in feature_layers:
             features.append(vv if vv is not None else x)
     return x[:, 0] @ visual.proj, [visual.ln_post(t) @ visual.proj for t in features]
