@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,dicom-seg]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,dicom-seg,tensorboard]"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   if ! command -v dcm2niix >/dev/null || ! command -v dciodvfy >/dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcm2niix dicom3tools) >/dev/null
