@@ -219,3 +219,11 @@ def test_multi_process_training_with_torchrun(tmp_path):
     assert [int(r["epoch"]) for r in log] == [1, 2] and all(np.isfinite(float(r["total"])) for r in log)
     AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56,
                                 prompts=out / "epoch_2.pth")
+
+
+def test_command_line_override_text_becomes_flags():
+    from anomalyclip_med.bundle import _flag
+
+    assert _flag("resume", "true") == ["--resume"] and _flag("resume", "False") == []
+    assert _flag("batch_size", 8) == ["--batch-size", "8"] and _flag("prompts", "null") == []
+    assert _flag("axis", ["a", 1]) == ["--axis", "a", "1"]
