@@ -13,7 +13,6 @@ import zipfile
 
 import nibabel as nib
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
 
