@@ -70,8 +70,8 @@ def build_model(
 
 def _flag(name: str, value: Any) -> list[str]:
     flag = "--" + name.replace("_", "-")
-    if isinstance(value, str) and value.lower() in ("true", "false", "none", "null"):
-        value = {"true": True, "false": False}.get(value.lower())  # command-line overrides arrive as text
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"  # lower-case booleans from the command line arrive as text
     if value is None or value is False:
         return []
     if value is True:

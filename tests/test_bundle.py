@@ -224,5 +224,6 @@ def test_command_line_override_text_becomes_flags():
     from anomalyclip_med.bundle import _flag
 
     assert _flag("resume", "true") == ["--resume"] and _flag("resume", "False") == []
-    assert _flag("batch_size", 8) == ["--batch-size", "8"] and _flag("prompts", "null") == []
+    assert _flag("batch_size", 8) == ["--batch-size", "8"] and _flag("prompts", None) == []
+    assert _flag("backbone_weights", "none") == ["--backbone-weights", "none"]  # "none" means random weights
     assert _flag("axis", ["a", 1]) == ["--axis", "a", "1"]
