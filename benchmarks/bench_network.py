@@ -15,12 +15,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
-import sys
 import time
 import warnings
+
+from child_runs import child_main, run_child, save_rows  # benchmarks/ is the script's folder
 
 
 def child(cfg: dict) -> dict:
@@ -79,15 +78,10 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
+        return child_main(child, args.child)
 
     def run(**cfg) -> dict:
-        cfg = {"backbone": args.backbone, "device": args.device, **cfg}
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(out.stderr)
-        return {**cfg, **json.loads(out.stdout.strip().splitlines()[-1])}
+        return run_child(__file__, {"backbone": args.backbone, "device": args.device, **cfg})
 
     rows = []
     for size in args.sizes:
@@ -107,9 +101,7 @@ def main() -> None:
         print(f"| {r['size']} | {r['precision']} | {r['batch']} | {'per image (reference)' if r['baseline'] else 'cached'} "
               f"| {r['slices_per_s']:.3f} | {r['ratio']:.2f} | {r['peak_rss_mib']:.0f} | "
               f"{r.get('peak_gpu_mib', float('nan')):.0f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    save_rows(rows, args.json)
 
 
 if __name__ == "__main__":

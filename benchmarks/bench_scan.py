@@ -26,14 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from child_runs import child_main, run_child, save_rows  # benchmarks/ is the script's folder
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "volumes" / "brats2018" / "case_0" / "FLAIR.nii.gz"
 
@@ -148,8 +148,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
+        return child_main(child, args.child)
     counts = args.slices or (["1", "3"] if args.quick else ["all"])
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,11 +163,7 @@ def main() -> None:
                 for count in counts:
                     cfg = {"path": scan, "skip_empty": skip, "slices": count, "backbone": args.backbone,
                            "size": args.size, "precision": args.precision, "batch": args.batch, "device": args.device}
-                    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
-                                         text=True)
-                    if out.returncode:
-                        raise SystemExit(out.stderr)
-                    row = {"scan": name, **cfg, **json.loads(out.stdout.strip().splitlines()[-1])}
+                    row = {"scan": name, **run_child(__file__, cfg)}
                     rows.append(row)
                     print(json.dumps({k: row[k] for k in ("scan", "skip_empty", "slices_measured", "s_per_slice",
                                                            "s_per_scan", "peak_rss_mib")}), flush=True)
@@ -186,9 +181,7 @@ def main() -> None:
               f"{r['slices_measured']} slices | {r['s_per_slice']:.2f} | {r['s_per_scan']:.0f} ({kind}) | "
               f"{r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['rss_after_scan_mib']:.0f} | {r['map_mib']:.0f} | "
               f"{r['all_inputs_at_once_mib']:.0f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    save_rows(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
-import sys
 import time
 import warnings
+
+from child_runs import child_main, run_child, save_rows  # benchmarks/ is the script's folder
 
 
 def child(cfg: dict) -> dict:
@@ -99,18 +98,14 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-        return
+        return child_main(child, args.child)
     if args.quick:
         args.batch, args.steps, args.warmup = 1, 1, 1
 
     def run(precision: str) -> dict:
         cfg = {"backbone": args.backbone, "device": args.device, "size": args.size, "precision": precision,
                "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "threads": args.threads}
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(out.stderr)
-        return {**cfg, **json.loads(out.stdout.strip().splitlines()[-1])}
+        return run_child(__file__, cfg)
 
     rows = [run(p) for p in args.precisions]
     for r in rows:
@@ -126,9 +121,7 @@ def main() -> None:
         print(f"| {r['precision']} | {r['steps_per_s']:.4f} | {r['images_per_s']:.4f} | {r['ratio']:.2f} | "
               f"{r['seconds'] / r['steps']:.1f} | {r['warmup_seconds']:.1f} | {r['peak_rss_mib']:.0f} | "
               f"{r.get('peak_gpu_mib', float('nan')):.0f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    save_rows(rows, args.json)
 
 
 if __name__ == "__main__":
