@@ -22,7 +22,7 @@ from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_sampl
 from anomalyclip_med.evaluation.cohort import evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
 from anomalyclip_med.evaluation.manifest import read_manifest
-from anomalyclip_med.evaluation.tables import write_json
+from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.utils.distributed import DistributedContext
 
 MANIFEST = "manifest"

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
-from anomalyclip_med.evaluation.tables import finite_or_none, write_json
+from anomalyclip_med.evaluation.tables import finite_or_none
+from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
 
+from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.utils.atomic import atomic_path
 
-__all__ = ["METRIC_COLUMNS", "finite_or_none", "table_rows", "write_json", "write_csv", "write_metric_tables"]
+__all__ = ["METRIC_COLUMNS", "finite_or_none", "table_rows", "write_csv", "write_metric_tables"]
 
 # (key, heading); the paper's four first (image AUROC / AP, pixel AUROC / AUPRO), then the extra ones
 METRIC_COLUMNS = (
@@ -26,12 +26,6 @@ METRIC_COLUMNS = (
 def finite_or_none(value):
     """A float, or None for NaN / missing (JSON has no NaN; reports show "-")."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-def write_json(data, path: Path) -> None:
-    """``data`` as indented JSON, written atomically (NaN must already be None)."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -11,12 +11,10 @@ from monai.inferers import Inferer
 
 from anomalyclip_med.inference.scan import ScanScoringOptions, aggregate_scores, scan_report
 from anomalyclip_med.inference.slices import score_slices
+from anomalyclip_med.io.writers import REPORT_KEY
 from anomalyclip_med.network.model import AnomalyCLIP
 
-__all__ = ["REPORT_KEY", "SliceAnomalyInferer"]
-
-# meta-data key of the JSON scores report attached to each predicted map
-REPORT_KEY = "anomaly_report"
+__all__ = ["SliceAnomalyInferer"]
 
 
 class SliceAnomalyInferer(Inferer):

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import nibabel as nib
@@ -29,7 +30,7 @@ from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
-__all__ = ["write_volume", "write_json", "write_montage", "write_dicom_seg"]
+__all__ = ["REPORT_KEY", "SaveScanReportd", "write_volume", "write_json", "write_montage", "write_dicom_seg"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
@@ -66,10 +67,10 @@ def write_volume(array: np.ndarray, meta: Mapping[str, Any], path: str | os.Path
     nib.save(image, os.fspath(path))
 
 
-def write_json(report: Mapping[str, Any], path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
+def write_json(data: Any, path: str | os.PathLike, overwrite: bool = True) -> None:
+    """``data`` as indented JSON, written atomically; NaN is refused (JSON has none: make it None first)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_montage(
@@ -169,6 +170,10 @@ def write_dicom_seg(
     segmentation.save_as(os.fspath(path))
 
 
+# meta-data key under which SliceAnomalyInferer attaches each map's JSON scores report
+REPORT_KEY = "anomaly_report"
+
+
 class SaveScanReportd(MapTransform):
     """
     Write the JSON scores report attached by :class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` to a
@@ -198,12 +203,9 @@ class SaveScanReportd(MapTransform):
         self.overwrite = overwrite
 
     def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
-        from anomalyclip_med.inference.inferer import REPORT_KEY
-
         d = dict(data)
         for key in self.key_iterator(d):
             meta = d[key].meta
             path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
-            with atomic_path(path, overwrite=self.overwrite) as tmp:
-                write_json(json.loads(meta[REPORT_KEY]), tmp)
+            write_json(json.loads(meta[REPORT_KEY]), path, overwrite=self.overwrite)
         return d
