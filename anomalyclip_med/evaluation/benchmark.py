@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from anomalyclip_med.data import Sample
 from anomalyclip_med.data.dataset import AnomalyDataset
-from anomalyclip_med.evaluation.tables import write_csv, write_metric_tables
+from anomalyclip_med.evaluation.tables import write_metric_tables
+from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.metrics import PixelMetricAccumulator, image_ap, image_auroc, image_max_f1
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext

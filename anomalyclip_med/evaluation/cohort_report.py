@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from anomalyclip_med.evaluation.plots import plot_montage, plot_pr, plot_roc, plot_score_histogram
-from anomalyclip_med.evaluation.tables import finite_or_none, write_csv
-from anomalyclip_med.io.writers import write_json
+from anomalyclip_med.evaluation.tables import finite_or_none
+from anomalyclip_med.io.writers import write_csv, write_json
 from anomalyclip_med.metrics import image_ap, image_auroc, image_max_f1
 from anomalyclip_med.utils.atomic import atomic_path
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
 
-from anomalyclip_med.io.writers import write_json
+from anomalyclip_med.io.writers import write_csv, write_json
 from anomalyclip_med.utils.atomic import atomic_path
 
-__all__ = ["METRIC_COLUMNS", "finite_or_none", "table_rows", "write_csv", "write_metric_tables"]
+__all__ = ["METRIC_COLUMNS", "finite_or_none", "table_rows", "write_metric_tables"]
 
 # (key, heading); the paper's four first (image AUROC / AP, pixel AUROC / AUPRO), then the extra ones
 METRIC_COLUMNS = (
@@ -26,14 +25,6 @@ METRIC_COLUMNS = (
 def finite_or_none(value):
     """A float, or None for NaN / missing (JSON has no NaN; reports show "-")."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Rows of dicts (same keys) as CSV with a header, written atomically; None becomes an empty cell."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
 
 
 def table_rows(per_class: dict[str, dict], mean: dict) -> list[dict]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from tqdm import tqdm
 from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.io.images import check_image, read_image
 from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_writable_dir
@@ -102,17 +101,8 @@ def predict_images(
             results.append(ImageResult(path, float(out.image_score[k]), float(amap.max()), map_file, overlay_file))
         bar.update(len(paths))
     bar.close()
-    _write_csv(out_dir / "scores.csv", results, warning)
+    rows = [dict(zip(CSV_FIELDS, (str(r.image), f"{r.image_score:.6f}", f"{r.max_pixel_score:.6f}", r.map_file.name,
+                                  r.overlay_file.name, warning or ""))) for r in results]
+    write_csv(rows, out_dir / "scores.csv")
     return results
-
-
-def _write_csv(path: Path, results: list[ImageResult], warning: str | None) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_FIELDS)
-    for r in results:
-        writer.writerow([str(r.image), f"{r.image_score:.6f}", f"{r.max_pixel_score:.6f}", r.map_file.name,
-                         r.overlay_file.name, warning or ""])
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(buf.getvalue())
 

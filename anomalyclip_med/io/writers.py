@@ -6,6 +6,7 @@ the caller makes the write atomic (:func:`anomalyclip_med.utils.atomic.atomic_pa
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
-__all__ = ["REPORT_KEY", "SaveScanReportd", "write_volume", "write_json", "write_montage", "write_dicom_seg"]
+__all__ = ["REPORT_KEY", "SaveScanReportd", "write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
@@ -71,6 +72,14 @@ def write_json(data: Any, path: str | os.PathLike, overwrite: bool = True) -> No
     """``data`` as indented JSON, written atomically; NaN is refused (JSON has none: make it None first)."""
     with atomic_path(path, overwrite=overwrite) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Rows of dicts (same keys) as CSV with a header, written atomically; None becomes an empty cell."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
 
 
 def write_montage(

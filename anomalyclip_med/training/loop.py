@@ -9,12 +9,10 @@ generator states (global and data order), the per-epoch losses so far and the se
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,10 @@ from tqdm import tqdm
 
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.errors import AnomalyCLIPMedError, CheckpointError, InputError
+from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.objective import compute_losses
 from anomalyclip_med.training.optim import LEARNING_RATE, make_optimizer
-from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.distributed import DistributedContext
 
 __all__ = ["TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"]
@@ -170,13 +168,6 @@ def _average_gradients(model: AnomalyCLIP, world_size: int) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad)
             p.grad.div_(world_size)
-
-
-def _write_csv(path: Path, history: Sequence[dict[str, float]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", *LOSS_KEYS, "seconds"])
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def _resume(
@@ -332,7 +323,7 @@ def train(
                        "losses": history, "training": training},
             )
             if settings.csv_log:
-                _write_csv(out_dir / CSV_LOG, history)
+                write_csv(history, out_dir / CSV_LOG)
             if settings.tensorboard:
                 writer = writer or SummaryWriter(log_dir=str(out_dir / TENSORBOARD_DIR), purge_step=start + 1)
                 for key in LOSS_KEYS:
