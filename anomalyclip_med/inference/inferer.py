@@ -9,8 +9,7 @@ import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.inferers import Inferer
 
-from anomalyclip_med.inference.scan import ScanScoringOptions, aggregate_scores, scan_report
-from anomalyclip_med.inference.slices import score_slices
+from anomalyclip_med.inference.scan import ScanScoringOptions, scan_report, score_loaded_scan
 from anomalyclip_med.io.writers import REPORT_KEY
 from anomalyclip_med.network.model import AnomalyCLIP
 
@@ -47,17 +46,13 @@ class SliceAnomalyInferer(Inferer):
         """
         if inputs.ndim != 5 or inputs.shape[1] != 1:
             raise ValueError(f"SliceAnomalyInferer expects (B, 1, X, Y, Z) scans, got {tuple(inputs.shape)}.")
-        o = self.options
-        maps, reports = [], []
         if not isinstance(inputs, MetaTensor):
             raise ValueError("SliceAnomalyInferer needs MetaTensor scans (with their affine), as LoadScand gives.")
+        maps, reports = [], []
         for image in decollate_batch(inputs.detach().cpu()):
-            result = score_slices(network, image, self.preset, axis=o.axis, batch_size=o.batch_size,
-                                  skip_empty=o.skip_empty, min_foreground=o.min_foreground, z_smooth=o.z_smooth,
-                                  progress=o.progress)
-            score = aggregate_scores(result.slice_scores, result.scored, o.aggregation, o.topk)
+            result, score = score_loaded_scan(network, image, self.preset, self.options)
             maps.append(torch.from_numpy(result.anomaly_map)[None])
-            reports.append(json.dumps(scan_report(network, image, result, score, o)))
+            reports.append(json.dumps(scan_report(network, image, result, score, self.options)))
         out = MetaTensor(torch.stack(maps), meta=dict(inputs.meta))
         out.is_batch = True
         out.meta[REPORT_KEY] = reports

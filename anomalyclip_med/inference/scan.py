@@ -37,6 +37,7 @@ __all__ = [
     "case_id_of",
     "expected_outputs",
     "scan_report",
+    "score_loaded_scan",
     "score_scan",
 ]
 
@@ -189,6 +190,17 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
     raise ValueError(f"Unknown aggregation {method!r}; choose one of {AGGREGATIONS}.")
 
 
+def score_loaded_scan(
+    model: AnomalyCLIP, image, preset: IntensityPreset, options: ScanScoringOptions, desc: str | None = None
+) -> tuple[SliceScores, float]:
+    """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
+    result = score_slices(
+        model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
+        min_foreground=options.min_foreground, z_smooth=options.z_smooth, progress=options.progress, desc=desc,
+    )
+    return result, aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
+
+
 def _check_destination(source: Path, out_dir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
     """Refuse, before any work, an output folder that cannot be written or would change the inputs."""
     if source.is_dir() and out_dir.resolve() == source.resolve():
@@ -298,11 +310,7 @@ def score_scan(
     _check_destination(source, out_dir, outputs, options.overwrite)
 
     image = LoadScan(options.series_uid, options.volume_index)(source)
-    result = score_slices(
-        model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
-        min_foreground=options.min_foreground, z_smooth=options.z_smooth, progress=options.progress, desc=case,
-    )
-    scan_score = aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
+    result, scan_score = score_loaded_scan(model, image, preset, options, desc=case)
     seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
     logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
                 result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
