@@ -34,6 +34,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    "size (default 518)")
     g.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
     g.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="image tower precision")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the image tower: faster batches after a compilation of minutes per input "
+                   "shape (pays on long GPU runs; see docs/performance.md)")
 
 
 def resolve_device(name: str) -> str:
@@ -54,6 +57,7 @@ def model_from_args(args: argparse.Namespace) -> AnomalyCLIP:
         image_size=args.image_size,
         device=resolve_device(args.device),
         precision=args.precision,
+        compile_network=getattr(args, "compile", False),
     )
 
 
