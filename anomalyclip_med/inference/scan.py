@@ -239,7 +239,8 @@ def _write_montage(
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
     captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
                 + ("" if result.scored[i] else " (skipped)") for i in index]
-    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
+    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning,
+                  threshold=options.threshold)
 
 
 def scan_report(
