@@ -74,6 +74,8 @@ class ScanScoringOptions:
         threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
         batch_size: slices per forward pass [8].
         skip_empty: send only slices holding a body through the network; others score 0 [True].
+        body_mask: set the map to 0 outside the body (air, padding, background; see
+            :class:`anomalyclip_med.transforms.slicing.BodyMask`) [True]; ``False`` keeps the raw map.
         z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
         aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
             ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
@@ -95,6 +97,7 @@ class ScanScoringOptions:
     threshold: float = 0.5
     batch_size: int = 8
     skip_empty: bool = True
+    body_mask: bool = True
     z_smooth: float = 0.0
     aggregation: str = "topk_mean"
     series_uid: str | None = None
@@ -201,7 +204,7 @@ def score_loaded_scan(
 ) -> tuple[SliceScores, float]:
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
     plan = plan_slices(image, preset, model.config.image_size, model.mean, model.std, options.axis,
-                       options.skip_empty, options.min_foreground)
+                       options.skip_empty, options.min_foreground, body_mask=options.body_mask)
     return _score_plan(model, image, plan, options, desc)
 
 
@@ -272,7 +275,8 @@ def scan_report(
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth},
+                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth,
+                    "body_mask": options.body_mask, "body_voxels": result.body_voxels},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
@@ -335,9 +339,12 @@ def prepare_scan(
     outputs = expected_outputs(source, out_dir, options.dicom_seg)
     _check_destination(source, out_dir, outputs, options.overwrite)
     image = LoadScan(options.series_uid, options.volume_index)(source)
-    plan = plan_slices(image, preset, image_size, mean, std, options.axis, options.skip_empty, options.min_foreground)
-    if pin_memory:  # page-locked: the upload to the GPU then runs asynchronously, at full bus speed
+    plan = plan_slices(image, preset, image_size, mean, std, options.axis, options.skip_empty, options.min_foreground,
+                       body_mask=options.body_mask)
+    if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
         image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
+        if plan.body is not None:
+            plan.body = plan.body.pin_memory()
     return PreparedScan(source, case_id_of(source), outputs, image, plan)
 
 

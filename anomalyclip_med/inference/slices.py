@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.transforms.intensity import IntensityPreset, PresetChoice
-from anomalyclip_med.transforms.slicing import SliceForeground, SliceGeometry, SliceToNetworkInput
+from anomalyclip_med.transforms.slicing import BodyMask, SliceForeground, SliceGeometry, SliceToNetworkInput
 
 __all__ = ["SlicePlan", "SliceScores", "plan_slices", "score_planned", "score_slices", "smooth_along_axis", "to_device"]
 
@@ -30,8 +30,9 @@ class SlicePlan:
         geometry: how slices are cut and shown to the network.
         preset: the intensity preset chosen for the scan.
         scored: (n_slices,) which slices go through the network.
-        foreground_threshold: the intensity threshold of the body/air test (``None``: no skipping, or a constant
-            scan).
+        foreground_threshold: the intensity threshold of the body/air test (``None``: neither skipping nor body
+            mask, or a constant scan).
+        body: the scan's body mask (bool, its spatial shape; see :class:`BodyMask`), ``None`` without one.
     """
 
     to_input: SliceToNetworkInput
@@ -39,6 +40,7 @@ class SlicePlan:
     preset: PresetChoice
     scored: np.ndarray
     foreground_threshold: float | None
+    body: torch.Tensor | None = None
 
 
 @dataclass
@@ -52,8 +54,9 @@ class SliceScores:
         scored: (n_slices,) which slices went through the network.
         geometry: how slices were cut and shown to the network.
         preset: the intensity preset used.
-        foreground_threshold: the intensity threshold of the body/air test (``None``: no skipping, or a constant
-            scan).
+        foreground_threshold: the intensity threshold of the body/air test (``None``: neither skipping nor body
+            mask, or a constant scan).
+        body_voxels: voxels inside the body mask (``None``: no body mask applied).
         labelmap: uint8 ``anomaly_map >= threshold`` when a threshold was given, else ``None``.
     """
 
@@ -63,6 +66,7 @@ class SliceScores:
     geometry: SliceGeometry
     preset: PresetChoice
     foreground_threshold: float | None
+    body_voxels: int | None = None
     labelmap: np.ndarray | None = None
 
 
@@ -98,26 +102,27 @@ def plan_slices(
     skip_empty: bool = True,
     min_foreground: float = 0.01,
     slice_indices: Sequence[int] | None = None,
+    body_mask: bool = True,
 ) -> SlicePlan:
     """
-    Decide, from the whole scan on the host, the slicing, the intensity preset and which slices to score
-    (see :func:`score_slices` for the arguments).
+    Decide, from the whole scan on the host, the slicing, the intensity preset, which slices to score and
+    which voxels are body (see :func:`score_slices` for the arguments). The body mask depends on the raw scan
+    only, so it is made here, ahead of the network (its per-slice hole filling is scipy's), and applied to the
+    map on the device.
     """
     to_input = SliceToNetworkInput(image_size, axis, tuple(mean), tuple(std))
     geometry = to_input.geometry(image)
     n = geometry.n_slices
     choice = preset.choose(image)
-    threshold = None
-    scored = np.ones(n, dtype=bool)
-    if skip_empty:
-        foreground = SliceForeground(axis, min_foreground)
-        threshold = foreground.threshold_of(image)
-        scored = foreground(image).numpy()
+    # one body/air threshold for slice skipping and the body mask, so both agree on what is body
+    threshold = SliceForeground().threshold_of(image) if skip_empty or body_mask else None
+    scored = SliceForeground(axis, min_foreground, threshold)(image).numpy() if skip_empty else np.ones(n, bool)
     if slice_indices is not None:
         chosen = np.zeros(n, dtype=bool)
         chosen[np.asarray(slice_indices, dtype=int)] = True
         scored &= chosen
-    return SlicePlan(to_input, geometry, choice, scored, threshold)
+    body = BodyMask(axis, threshold)(image) if body_mask else None
+    return SlicePlan(to_input, geometry, choice, scored, threshold, body)
 
 
 def score_planned(
@@ -163,9 +168,13 @@ def score_planned(
         volume = smooth_along_axis(volume, z_smooth / spacing, geometry.axis)
         volume.movedim(geometry.axis, 0)[to_device(torch.from_numpy(~scored), device)] = 0.0
         volume = volume.clamp_(0.0, 1.0)
+    body_voxels = None
+    if plan.body is not None:  # after smoothing, which would spread the map back into the air
+        volume = volume.masked_fill(~to_device(plan.body, device), 0.0)
+        body_voxels = int(plan.body.sum())
     labelmap = None if threshold is None else (volume >= threshold).to(torch.uint8).contiguous().cpu().numpy()
     return SliceScores(volume.contiguous().cpu().numpy(), slice_scores.cpu().numpy(), scored, geometry, plan.preset,
-                       plan.foreground_threshold, labelmap)
+                       plan.foreground_threshold, body_voxels, labelmap)
 
 
 def score_slices(
@@ -178,6 +187,7 @@ def score_slices(
     min_foreground: float = 0.01,
     z_smooth: float = 0.0,
     slice_indices: Sequence[int] | None = None,
+    body_mask: bool = True,
     progress: bool = False,
     desc: str | None = None,
     threshold: float | None = None,
@@ -201,10 +211,12 @@ def score_slices(
         z_smooth: Gaussian sigma in mm across neighbouring slices applied to the map (0 = off); skipped slices
             stay 0 and slice scores are not smoothed.
         slice_indices: score only these slices (others count as skipped); default all.
+        body_mask: set the map to 0 outside the body (see :class:`BodyMask`), so air, padding and the scanner
+            table never light up; ``False`` keeps the network's raw map there.
         progress: show a progress bar.
         desc: progress bar label.
         threshold: also compute the uint8 labelmap ``anomaly_map >= threshold`` (on the device).
     """
     plan = plan_slices(image, preset, model.config.image_size, model.mean, model.std, axis, skip_empty,
-                       min_foreground, slice_indices)
+                       min_foreground, slice_indices, body_mask)
     return score_planned(model, image, plan, batch_size, z_smooth, threshold, progress, desc)
