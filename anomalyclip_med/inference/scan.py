@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +17,24 @@ import torch
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
-from anomalyclip_med.errors import InputError, OutputExistsError
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.options import (
+    AGGREGATIONS,
+    LoadingOptions,
+    OutputOptions,
+    ScoringOptions,
+    scan_options_record,
+)
 from anomalyclip_med.inference.slices import SliceScores, score_slices
 from anomalyclip_med.io.scans import LoadScan, case_id_of
 from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.transforms.intensity import IntensityPreset
-from anomalyclip_med.transforms.slicing import resolve_axis
 from anomalyclip_med.utils.atomic import atomic_path
-from anomalyclip_med.utils.paths import check_writable_dir
+from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = [
-    "AGGREGATIONS",
     "OUTPUT_SUFFIXES",
     "DICOM_SEG_SUFFIX",
-    "ScanScoringOptions",
     "ScanResult",
     "aggregate_scores",
     "case_id_of",
@@ -43,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AGGREGATIONS = ("topk_mean", "max", "mean")
 OUTPUT_SUFFIXES = {
     "map": "_anomaly_map.nii.gz",
     "seg": "_anomaly_seg.nii.gz",
@@ -52,80 +54,6 @@ OUTPUT_SUFFIXES = {
 }
 DICOM_SEG_SUFFIX = "_anomaly_seg.dcm"
 _MONTAGE_TILE = 256
-
-
-@dataclass
-class ScanScoringOptions:
-    """
-    How :func:`score_scan` scores a scan (defaults in brackets).
-
-    Attributes:
-        preset: intensity preset ["auto"]: ``auto``, a CT window (``brain``, ``subdural``, ``stroke``,
-            ``abdomen``, ``liver``, ``lung``, ``bone``) or ``mri``; see
-            :class:`anomalyclip_med.transforms.intensity.IntensityPreset`.
-        axis: slicing axis [None = axial, whatever the scan's orientation]: ``axial``, ``coronal``, ``sagittal``
-            or an array axis 0..2.
-        threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
-        batch_size: slices per forward pass [8].
-        skip_empty: send only slices holding a body through the network; others score 0 [True].
-        z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
-        aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
-            ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
-        series_uid: SeriesInstanceUID to score in a DICOM folder holding several series [None].
-        volume_index: volume of a 4D file to score [None; required for 4D files with several volumes].
-        overwrite: replace existing outputs [False].
-        dicom_seg: also write a DICOM SEG referencing the source series; ignored for file inputs [False].
-        window_level: CT window level in HU replacing the preset's [None].
-        window_width: CT window width in HU replacing the preset's [None].
-        percentiles: percentiles of the ``mri`` normalisation [(1, 99)].
-        topk: slices averaged by ``topk_mean`` [5].
-        min_foreground: fraction of a slice that must be body for it to be scored [0.01].
-        montage_slices: most anomalous slices shown in the overlay PNG [6].
-        progress: show a progress bar [True].
-    """
-
-    preset: str = "auto"
-    axis: str | int | None = None
-    threshold: float = 0.5
-    batch_size: int = 8
-    skip_empty: bool = True
-    z_smooth: float = 0.0
-    aggregation: str = "topk_mean"
-    series_uid: str | None = None
-    volume_index: int | None = None
-    overwrite: bool = False
-    dicom_seg: bool = False
-    window_level: float | None = None
-    window_width: float | None = None
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    topk: int = 5
-    min_foreground: float = 0.01
-    montage_slices: int = 6
-    progress: bool = True
-
-    def intensity_preset(self) -> IntensityPreset:
-        """Check every option and build the intensity preset.
-
-        Raises:
-            InputError: an option out of range.
-        """
-        checks = [
-            (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.z_smooth >= 0, f"z smoothing must be >= 0 mm, got {self.z_smooth}"),
-            (self.aggregation in AGGREGATIONS, f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}"),
-            (self.topk >= 1, f"topk must be at least 1, got {self.topk}"),
-            (0.0 <= self.min_foreground <= 1.0, f"min_foreground must be in [0, 1], got {self.min_foreground}"),
-            (self.montage_slices >= 1, f"montage_slices must be at least 1, got {self.montage_slices}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(f"Invalid scoring option: {message}.")
-        try:
-            resolve_axis(np.eye(4), self.axis)
-            return IntensityPreset(self.preset, self.window_level, self.window_width, tuple(self.percentiles))
-        except ValueError as err:
-            raise InputError(f"Invalid scoring option: {err}") from None
 
 
 @dataclass
@@ -191,29 +119,15 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
 
 
 def score_loaded_scan(
-    model: AnomalyCLIP, image, preset: IntensityPreset, options: ScanScoringOptions, desc: str | None = None
+    model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
 ) -> tuple[SliceScores, float]:
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
     result = score_slices(
-        model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
-        min_foreground=options.min_foreground, z_smooth=options.z_smooth, progress=options.progress, desc=desc,
+        model, image, scoring.intensity_preset(), axis=scoring.axis, batch_size=scoring.batch_size,
+        skip_empty=scoring.skip_empty, min_foreground=scoring.min_foreground, z_smooth=scoring.z_smooth,
+        progress=progress, desc=desc,
     )
-    return result, aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
-
-
-def _check_destination(source: Path, out_dir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
-    """Refuse, before any work, an output folder that cannot be written or would change the inputs."""
-    if source.is_dir() and out_dir.resolve() == source.resolve():
-        raise InputError(f"Output folder '{out_dir}' is the input DICOM folder; writing there would change the "
-                         "input series. Choose another --out.")
-    check_writable_dir(out_dir)
-    clashes = [p for p in outputs.values() if p.resolve() == source.resolve()]
-    if clashes:
-        raise InputError(f"Output '{clashes[0]}' would overwrite the input scan; choose another --out.")
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"Output(s) exist: {', '.join(existing)}. Pass --overwrite "
-                                "(ScanScoringOptions.overwrite) to replace them.")
+    return result, aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
 
 
 def _montage_slices(result: SliceScores, count: int) -> list[int]:
@@ -225,11 +139,9 @@ def _montage_slices(result: SliceScores, count: int) -> list[int]:
     return sorted(int(i) for i in best)
 
 
-def _write_montage(
-    path: str, image: torch.Tensor, result: SliceScores, options: ScanScoringOptions, warning: str | None
-) -> None:
+def _write_montage(path: str, image: torch.Tensor, result: SliceScores, count: int, warning: str | None) -> None:
     g = result.geometry
-    index = _montage_slices(result, options.montage_slices)
+    index = _montage_slices(result, count)
     raw = image.as_tensor()[0].movedim(g.axis, 0)[index]
     shown = convert_to_tensor(result.preset.transform(raw), track_meta=False)
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
@@ -239,8 +151,8 @@ def _write_montage(
 
 
 def scan_report(
-    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
-    outputs: dict[str, Path] | None = None,
+    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
+    outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
 ) -> dict[str, Any]:
     """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
     meta = image.meta
@@ -259,16 +171,16 @@ def scan_report(
         "nonfinite_voxels_replaced": int(meta.get("nonfinite_voxels", 0)),
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
-                    "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth},
+                    "skip_empty": scoring.skip_empty, "foreground_threshold": result.foreground_threshold,
+                    "min_foreground": scoring.min_foreground, "z_smooth_mm": scoring.z_smooth},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
-        "aggregation": {"method": options.aggregation, "topk": options.topk},
-        "threshold": options.threshold,
-        "anomalous_voxels": int((result.anomaly_map >= options.threshold).sum()),
+        "aggregation": {"method": scoring.aggregation, "topk": scoring.topk},
+        "threshold": scoring.threshold,
+        "anomalous_voxels": int((result.anomaly_map >= scoring.threshold).sum()),
         "outputs": {k: p.name for k, p in (outputs or {}).items()},
-        "options": {k: v for k, v in asdict(options).items() if k not in ("progress",)},
+        "options": scan_options_record(scoring, loading, output),
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
@@ -279,53 +191,56 @@ def score_scan(
     model: AnomalyCLIP,
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
-    options: ScanScoringOptions | None = None,
+    scoring: ScoringOptions | None = None,
+    loading: LoadingOptions | None = None,
+    output: OutputOptions | None = None,
 ) -> ScanResult:
     """
     Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`).
 
     Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
     ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
-    ``options.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
-    ``options.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
+    ``scoring.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
+    ``output.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
     is written to a temporary file and renamed, the scores JSON last. Inputs are never modified.
 
     Args:
         model: the AnomalyCLIP network.
         source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
         out_dir: output folder (created if needed).
-        options: scoring options (defaults: :class:`ScanScoringOptions`).
+        scoring: how the scan is scored (defaults: :class:`ScoringOptions`).
+        loading: which volume of the input is scored (defaults: :class:`LoadingOptions`).
+        output: what is written and how (defaults: :class:`OutputOptions`).
 
     Raises:
-        InputError: a bad scan or option, or an unwritable output folder.
-        OutputExistsError: outputs exist and ``options.overwrite`` is false.
+        InputError: a bad scan, or an unwritable output folder.
+        OutputExistsError: outputs exist and ``output.overwrite`` is false.
     """
-    options = options or ScanScoringOptions()
-    preset = options.intensity_preset()
+    scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise InputError(f"Scan '{source}' does not exist.")
     case = case_id_of(source)
-    outputs = expected_outputs(source, out_dir, options.dicom_seg)
-    _check_destination(source, out_dir, outputs, options.overwrite)
+    outputs = expected_outputs(source, out_dir, output.dicom_seg)
+    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
 
-    image = LoadScan(options.series_uid, options.volume_index)(source)
-    result, scan_score = score_loaded_scan(model, image, preset, options, desc=case)
-    seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
+    image = LoadScan(loading.series_uid, loading.volume_index)(source)
+    result, scan_score = score_loaded_scan(model, image, scoring, output.progress, desc=case)
+    seg = (result.anomaly_map >= scoring.threshold).astype(np.uint8)
     logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
                 result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
                 scan_score)
 
     order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
     with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
+        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=output.overwrite)) for k in order}
         write_volume(result.anomaly_map, image.meta, tmp["map"])
         write_volume(seg, image.meta, tmp["seg"], label=True)
-        _write_montage(tmp["montage"], image, result, options, model.untrained_warning)
+        _write_montage(tmp["montage"], image, result, output.montage_slices, model.untrained_warning)
         if "dicom_seg" in outputs:
             write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
-                            __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, options, outputs), tmp["scores"])
+                            __version__, f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
+        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output), tmp["scores"])
     return ScanResult(
         case_id=case,
         source=str(source),
