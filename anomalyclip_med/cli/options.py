@@ -39,6 +39,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
     g.add_argument("--precision", default=ModelOptions.precision, choices=sorted(PRECISIONS),
                    help="image tower precision")
+    g.add_argument("--compile", dest="compile_network", action="store_true", default=ModelOptions.compile_network,
+                   help="torch.compile the image tower: faster batches after a compilation of minutes per input "
+                   "shape (pays on long GPU runs; see docs/performance.md)")
 
 
 def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
@@ -46,7 +49,7 @@ def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(
         backbone=args.backbone, backbone_weights=args.backbone_weights, prompts=args.prompts,
         image_size=args.image_size, device=args.device, precision=args.precision,
-        seed=getattr(args, "seed", ModelOptions.seed),
+        compile_network=args.compile_network, seed=getattr(args, "seed", ModelOptions.seed),
     )
 
 
@@ -76,6 +79,8 @@ def add_scan_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--topk", type=int, default=d.topk, help=f"slices averaged by topk_mean (default {d.topk})")
     g.add_argument("--keep-empty", dest="skip_empty", action="store_false", default=d.skip_empty,
                    help="score every slice, also those without body (default: skip them, score 0)")
+    g.add_argument("--no-body-mask", dest="body_mask", action="store_false", default=d.body_mask,
+                   help="keep the raw map outside the body (default: the map is 0 in air, padding and background)")
 
 
 def scoring_options_from_args(args: argparse.Namespace) -> ScoringOptions:
@@ -83,5 +88,5 @@ def scoring_options_from_args(args: argparse.Namespace) -> ScoringOptions:
     return ScoringOptions(
         preset=args.preset, window_level=args.window_level, window_width=args.window_width, axis=args.axis,
         threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
-        topk=args.topk, skip_empty=args.skip_empty,
+        topk=args.topk, skip_empty=args.skip_empty, body_mask=args.body_mask,
     )

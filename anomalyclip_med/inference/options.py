@@ -67,6 +67,8 @@ class ScoringOptions:
         threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
         batch_size: slices per forward pass [8].
         skip_empty: send only slices holding a body through the network; others score 0 [True].
+        body_mask: set the map to 0 outside the body (air, padding, background; see
+            :class:`anomalyclip_med.transforms.slicing.BodyMask`) [True]; ``False`` keeps the raw map.
         min_foreground: fraction of a slice that must be body for it to be scored [0.01].
         z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
         aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
@@ -85,6 +87,7 @@ class ScoringOptions:
     threshold: float = 0.5
     batch_size: int = 8
     skip_empty: bool = True
+    body_mask: bool = True
     min_foreground: float = 0.01
     z_smooth: float = 0.0
     aggregation: str = "topk_mean"

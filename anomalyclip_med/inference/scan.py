@@ -125,6 +125,7 @@ def score_loaded_scan(
     result = score_slices(
         model, image, scoring.intensity_preset(), axis=scoring.axis, batch_size=scoring.batch_size,
         skip_empty=scoring.skip_empty, min_foreground=scoring.min_foreground, z_smooth=scoring.z_smooth,
+        body_mask=scoring.body_mask,
         progress=progress, desc=desc,
     )
     return result, aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
@@ -172,7 +173,8 @@ def scan_report(
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": scoring.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": scoring.min_foreground, "z_smooth_mm": scoring.z_smooth},
+                    "min_foreground": scoring.min_foreground, "z_smooth_mm": scoring.z_smooth,
+                    "body_mask": scoring.body_mask, "body_voxels": result.body_voxels},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,

@@ -33,6 +33,8 @@ class ModelOptions:
         image_size: network input side, a multiple of the patch size [None: the checkpoint's or 518].
         device: torch device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ... ["auto"].
         precision: autocast dtype of the image tower: ``fp32``, ``bf16`` or ``fp16`` ["fp32"].
+        compile_network: ``torch.compile`` the image tower: faster batches after a compilation of minutes per
+            input shape [False].
         seed: torch seed set right before the backbone is built, so a random test backbone is the same in every
             command and every ``torchrun`` process [0].
         cache_dir: open_clip download cache [None: open_clip's default].
@@ -47,6 +49,7 @@ class ModelOptions:
     image_size: int | None = None
     device: str = "auto"
     precision: str = "fp32"
+    compile_network: bool = False
     seed: int = 0
     cache_dir: str | None = None
 
@@ -100,5 +103,6 @@ def create_model(options: ModelOptions | None = None) -> AnomalyCLIP:
         device=resolve_device(options.device),
         precision=options.precision,
         cache_dir=options.cache_dir,
+        compile_network=options.compile_network,
     )
     return model.eval()
