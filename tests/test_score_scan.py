@@ -73,7 +73,7 @@ def test_oblique_ct_end_to_end(model, tmp_path):
     assert report["model"]["backbone"] == model.identity()["backbone"]
     assert report["package_version"] and "RANDOM" in report["warning"]
     montage = Image.open(result.montage_path)
-    assert montage.size == (3 * 256, 2 * 256) and "RANDOM" in montage.text["Warning"]
+    assert montage.size == (3 * 256 + 72, 2 * 256) and "RANDOM" in montage.text["Warning"]  # tiles + colour bar
 
 
 def test_all_zero_volume_runs_and_scores_zero(model, tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
@@ -25,7 +26,7 @@ from anomalyclip_med.inference.options import (
     ScoringOptions,
     scan_options_record,
 )
-from anomalyclip_med.inference.slices import SliceScores, score_slices
+from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.scans import LoadScan, case_id_of
 from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
@@ -36,11 +37,16 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "DICOM_SEG_SUFFIX",
     "ScanResult",
+    "PreparedScan",
+    "ScoredScan",
     "aggregate_scores",
     "case_id_of",
     "expected_outputs",
     "scan_report",
     "score_loaded_scan",
+    "prepare_scan",
+    "compute_scan",
+    "write_scan",
     "score_scan",
 ]
 
@@ -122,12 +128,15 @@ def score_loaded_scan(
     model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
 ) -> tuple[SliceScores, float]:
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
-    result = score_slices(
-        model, image, scoring.intensity_preset(), axis=scoring.axis, batch_size=scoring.batch_size,
-        skip_empty=scoring.skip_empty, min_foreground=scoring.min_foreground, z_smooth=scoring.z_smooth,
-        body_mask=scoring.body_mask,
-        progress=progress, desc=desc,
-    )
+    plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
+                       scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
+    return _score_plan(model, image, plan, scoring, progress, desc)
+
+
+def _score_plan(
+    model: AnomalyCLIP, image, plan: SlicePlan, scoring: ScoringOptions, progress: bool, desc: str | None
+) -> tuple[SliceScores, float]:
+    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth, scoring.threshold, progress, desc)
     return result, aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
 
 
@@ -140,7 +149,9 @@ def _montage_slices(result: SliceScores, count: int) -> list[int]:
     return sorted(int(i) for i in best)
 
 
-def _write_montage(path: str, image: torch.Tensor, result: SliceScores, count: int, warning: str | None) -> None:
+def _write_montage(
+    path: str, image: torch.Tensor, result: SliceScores, count: int, threshold: float, warning: str | None
+) -> None:
     g = result.geometry
     index = _montage_slices(result, count)
     raw = image.as_tensor()[0].movedim(g.axis, 0)[index]
@@ -148,7 +159,8 @@ def _write_montage(path: str, image: torch.Tensor, result: SliceScores, count: i
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
     captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
                 + ("" if result.scored[i] else " (skipped)") for i in index]
-    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
+    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning,
+                  threshold=threshold)
 
 
 def scan_report(
@@ -189,6 +201,110 @@ def scan_report(
     }
 
 
+@dataclass
+class PreparedScan:
+    """
+    A scan read and planned, ready for the network (:func:`prepare_scan`).
+
+    Attributes:
+        source: the scan's path as given.
+        case_id: the case name used in the output file names.
+        outputs: where its outputs go (:func:`expected_outputs`).
+        image: the scan as loaded by :class:`LoadScan` (raw intensities; in pinned memory for a CUDA model).
+        plan: the slicing, intensity preset and slices to score.
+    """
+
+    source: Path
+    case_id: str
+    outputs: dict[str, Path]
+    image: Any
+    plan: SlicePlan
+
+
+@dataclass
+class ScoredScan:
+    """What the network and the device-side post-processing made of a :class:`PreparedScan` (host arrays)."""
+
+    result: SliceScores
+    scan_score: float
+
+
+def prepare_scan(
+    source: str | os.PathLike, out_dir: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions,
+    output: OutputOptions, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False,
+) -> PreparedScan:
+    """
+    The host side before the network: check the destination, read the scan whole and plan its slices (preset,
+    foreground test). Runs ahead of the network in :class:`anomalyclip_med.inference.pipeline.ScanPipeline`.
+
+    Args:
+        image_size, mean, std: the network input's side and normalisation (``model.config.image_size``,
+            ``model.mean``, ``model.std``; the model itself is not touched here).
+        pin_memory: put the scan in page-locked memory for a fast, asynchronous upload to a CUDA device.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise InputError(f"Scan '{source}' does not exist.")
+    outputs = expected_outputs(source, out_dir, output.dicom_seg)
+    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
+    image = LoadScan(loading.series_uid, loading.volume_index)(source)
+    plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
+                       scoring.min_foreground, body_mask=scoring.body_mask)
+    if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
+        image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
+        if plan.body is not None:
+            plan.body = plan.body.pin_memory()
+    return PreparedScan(source, case_id_of(source), outputs, image, plan)
+
+
+def compute_scan(
+    model: AnomalyCLIP, prepared: PreparedScan, scoring: ScoringOptions, progress: bool = False
+) -> ScoredScan:
+    """The device side: every planned slice through the network, map post-processing on the model's device, and
+    one device-to-host copy of the final volumes."""
+    result, scan_score = _score_plan(model, prepared.image, prepared.plan, scoring, progress, prepared.case_id)
+    g = result.geometry
+    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", prepared.case_id, result.preset.name,
+                result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
+    return ScoredScan(result, scan_score)
+
+
+def write_scan(
+    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, scoring: ScoringOptions, loading: LoadingOptions,
+    output: OutputOptions,
+) -> ScanResult:
+    """
+    Write a scored scan's outputs, each to a temporary file renamed into place, the scores JSON last: a case's
+    outputs are whole or absent. Reads only the model's identity, so it can run beside the network.
+    """
+    image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
+    seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
+    order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
+    with contextlib.ExitStack() as stack:
+        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=output.overwrite)) for k in order}
+        write_volume(result.anomaly_map, image.meta, tmp["map"])
+        write_volume(seg, image.meta, tmp["seg"], label=True)
+        _write_montage(tmp["montage"], image, result, output.montage_slices, scoring.threshold,
+                       model.untrained_warning)
+        if "dicom_seg" in outputs:
+            write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
+                            __version__, f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
+        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output), tmp["scores"])
+    return ScanResult(
+        case_id=prepared.case_id,
+        source=str(prepared.source),
+        map_path=outputs["map"],
+        seg_path=outputs["seg"],
+        scores_path=outputs["scores"],
+        slice_scores=[float(s) for s in result.slice_scores],
+        scan_score=scan_score,
+        montage_path=outputs["montage"],
+        dicom_seg_path=outputs.get("dicom_seg"),
+        preset=result.preset.name,
+        scored_slices=int(result.scored.sum()),
+    )
+
+
 def score_scan(
     model: AnomalyCLIP,
     source: str | os.PathLike,
@@ -198,7 +314,9 @@ def score_scan(
     output: OutputOptions | None = None,
 ) -> ScanResult:
     """
-    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`).
+    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
+    :func:`compute_scan` and :func:`write_scan` in turn (a cohort overlaps them with
+    :class:`anomalyclip_med.inference.pipeline.ScanPipeline`).
 
     Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
     ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
@@ -219,40 +337,7 @@ def score_scan(
         OutputExistsError: outputs exist and ``output.overwrite`` is false.
     """
     scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
-    source, out_dir = Path(source), Path(out_dir)
-    if not source.exists():
-        raise InputError(f"Scan '{source}' does not exist.")
-    case = case_id_of(source)
-    outputs = expected_outputs(source, out_dir, output.dicom_seg)
-    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
-
-    image = LoadScan(loading.series_uid, loading.volume_index)(source)
-    result, scan_score = score_loaded_scan(model, image, scoring, output.progress, desc=case)
-    seg = (result.anomaly_map >= scoring.threshold).astype(np.uint8)
-    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
-                result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
-                scan_score)
-
-    order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
-    with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=output.overwrite)) for k in order}
-        write_volume(result.anomaly_map, image.meta, tmp["map"])
-        write_volume(seg, image.meta, tmp["seg"], label=True)
-        _write_montage(tmp["montage"], image, result, output.montage_slices, model.untrained_warning)
-        if "dicom_seg" in outputs:
-            write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
-                            __version__, f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output), tmp["scores"])
-    return ScanResult(
-        case_id=case,
-        source=str(source),
-        map_path=outputs["map"],
-        seg_path=outputs["seg"],
-        scores_path=outputs["scores"],
-        slice_scores=[float(s) for s in result.slice_scores],
-        scan_score=scan_score,
-        montage_path=outputs["montage"],
-        dicom_seg_path=outputs.get("dicom_seg"),
-        preset=result.preset.name,
-        scored_slices=int(result.scored.sum()),
-    )
+    prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,
+                            model.std, pin_memory=model.device.type == "cuda")
+    scored = compute_scan(model, prepared, scoring, output.progress)
+    return write_scan(model, prepared, scored, scoring, loading, output)
