@@ -122,3 +122,29 @@ def test_one_class_cohort_reports_no_scan_level_metrics(tmp_path):
     scan_level = json.loads((tmp_path / "out" / "cohort_summary.json").read_text())["scan_level"]
     assert scan_level == {**scan_level, "n_labelled": 2, "n_anomalous": 2, "n_normal": 0}
     assert scan_level["auroc"] is None and scan_level["ap"] is None and scan_level["max_f1"] is None
+
+
+def _bundle_run(config, *overrides):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    bundle = REPO / "bundles" / "anomalyclip_zeroshot"
+    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" / config,
+                           "--bundle_root", bundle, *map(str, overrides)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+
+
+def test_bundle_masks_the_body_quietly_and_obeys_its_overrides(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    head = synthetic_head_ct(shape=(32, 28, 12))
+    save_nifti(head, np.eye(4), scans / "head.nii.gz")
+    tiny = ["--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--image_size", "56", "--device", "cpu"]
+    maps = {}
+    for name, extra in (("masked", []), ("raw", ["--body_mask", "False", "--verbose", "true"])):
+        proc = _bundle_run("inference.json", "--dataset_dir", scans, "--output_dir", tmp_path / name, *tiny, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("nvImageCodec" in proc.stderr) == bool(extra), proc.stderr[-3000:]
+        maps[name] = _volume(tmp_path / name / "head_anomaly_map.nii.gz")
+    air = head < -500
+    assert (maps["masked"][air] == 0).all() and (maps["masked"][~air] > 0).mean() > 0.5
+    scored_air = air[:, :, 4:-4]  # the first and last 4 slices hold air only: skipped, 0 either way
+    assert (maps["raw"][:, :, 4:-4][scored_air] > 0).mean() > 0.5
