@@ -6,10 +6,18 @@ import argparse
 import sys
 from collections import Counter
 
-from anomalyclip_med.cli.options import add_model_options, add_scan_options, model_from_args, scan_options_from_args
+from anomalyclip_med.cli.options import (
+    add_model_options,
+    add_scan_options,
+    model_from_args,
+    resolve_device,
+    scan_options_from_args,
+)
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.pipeline import ScanPipeline
+from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs
 from anomalyclip_med.io.scans import case_id_of, expand_sources
+from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.paths import check_writable_dir
 
 
@@ -63,25 +71,40 @@ def _preflight(sources, args: argparse.Namespace) -> None:
         raise OutputExistsError(f"Output '{existing[0]}' exists (and {len(existing) - 1} more); pass --overwrite.")
 
 
+def _error_line(source, err: Exception) -> str:
+    if isinstance(err, AnomalyCLIPMedError):  # these name the file and the fix already
+        return f"error: {err}"
+    return f"error: {case_id_of(source)} ({source}): {type(err).__name__}: {err}"
+
+
 def run(args: argparse.Namespace) -> int:
     options = _options(args)
     options.intensity_preset()  # bad options fail before the weights load
     sources = expand_sources(args.inputs)
     _preflight(sources, args)
-    model = model_from_args(args)
-    if model.untrained_warning:
-        print(model.untrained_warning)
-    failed = 0
-    for source in sources:
-        try:
-            result = score_scan(model, source, args.out, options)
-        except AnomalyCLIPMedError as err:  # one bad scan must not stop the others; each case is all-or-nothing
-            print(f"error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{result.case_id}: scan score {result.scan_score:.4f} ({result.scored_slices}/"
-              f"{len(result.slice_scores)} slices scored, preset {result.preset}) -> {result.map_path.parent}")
-    print(f"scored {len(sources) - failed} of {len(sources)} scan(s) into {args.out}")
-    if model.untrained_warning:
-        print(model.untrained_warning)
-    return 2 if failed else 0
+    # under torchrun each process scores every WORLD_SIZE-th scan (outputs are per case, so they do not meet)
+    with DistributedContext.from_env(resolve_device(args.device)) as ctx:
+        args.device = ctx.device
+        model = model_from_args(args)
+        if model.untrained_warning and ctx.is_main:
+            print(model.untrained_warning)
+        failed = 0
+        # the next scans are read while the network scores one, and the previous one's outputs written;
+        # one bad scan must not stop the others; each case is all-or-nothing
+        for outcome in ScanPipeline(model, options).run((source, args.out) for _, source in ctx.shard(sources)):
+            if not outcome.ok:
+                print(_error_line(outcome.item[0], outcome.error), file=sys.stderr)
+                failed += 1
+                continue
+            result = outcome.result
+            print(f"{result.case_id}: scan score {result.scan_score:.4f} ({result.scored_slices}/"
+                  f"{len(result.slice_scores)} slices scored, preset {result.preset}) -> {result.map_path.parent}")
+        failed = sum(ctx.gather(failed))
+        if ctx.is_main:
+            print(f"scored {len(sources) - failed} of {len(sources)} scan(s) into {args.out}"
+                  + (f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""))
+            if model.untrained_warning:
+                print(model.untrained_warning)
+        ctx.barrier()
+    # rank 0 alone reports failed cases by its status: torchrun stops the other ranks as soon as one exits non-zero
+    return 2 if failed and ctx.is_main else 0

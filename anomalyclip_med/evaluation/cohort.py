@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,7 +18,16 @@ from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
 from anomalyclip_med.io.writers import write_json
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
+from anomalyclip_med.inference.scan import (
+    PreparedScan,
+    ScanScoringOptions,
+    ScoredScan,
+    compute_scan,
+    expected_outputs,
+    prepare_scan,
+    write_scan,
+)
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
@@ -44,39 +53,49 @@ def _scores(scores_path: Path) -> tuple[float, list[float]]:
     return float(data["scan_score"]), [float(s) for s in data["slice_scores"]]
 
 
-def evaluate_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions
-) -> tuple[dict, str]:
-    """
-    Score one case (or reuse its outputs) and compute its metrics.
+@dataclass
+class _CaseWork:
+    """What the read stage decided for a case: ``how`` it is obtained, and the prepared scan when it is scored."""
 
-    Args:
-        model: the detector.
-        case: the manifest entry.
-        out_dir: the cohort's output folder.
-        options: scan scoring options; ``options.overwrite`` recomputes a finished case.
+    how: str
+    prepared: PreparedScan | None = None
 
-    Returns:
-        ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
-        obtained: ``"reused"`` (finished before), ``"rescored"`` (scan outputs reused, metrics computed) or
-        ``"scored"``.
 
-    Raises:
-        whatever the scan scoring or the metric computation raises (the caller records it).
-    """
-    out_dir = Path(out_dir)
+def _scan_options(options: ScanScoringOptions) -> ScanScoringOptions:
+    # a case cut off mid-way may have some of its files: redo it whole
+    return replace(options, overwrite=True, progress=False)
+
+
+def _prepare_case(model: AnomalyCLIP, case: CohortCase, out_dir: Path, options: ScanScoringOptions) -> _CaseWork:
+    """Host side: decide whether the case is reused, rescored (metrics only) or scored, and read it if scored."""
     folder = case_dir(out_dir, case)
-    done = folder / _DONE
     outputs = expected_outputs(case.image, folder, options.dicom_seg)
     have_outputs = all(Path(p).is_file() for p in outputs.values())
-    if not options.overwrite and have_outputs and done.is_file():
+    if not options.overwrite and have_outputs and (folder / _DONE).is_file():
+        return _CaseWork("reused")
+    if not options.overwrite and have_outputs:
+        return _CaseWork("rescored")
+    prepared = prepare_scan(case.image, folder, _scan_options(options), model.config.image_size, model.mean,
+                            model.std, pin_memory=model.device.type == "cuda")
+    return _CaseWork("scored", prepared)
+
+
+def _compute_case(model: AnomalyCLIP, work: _CaseWork, options: ScanScoringOptions) -> ScoredScan | None:
+    return compute_scan(model, work.prepared, _scan_options(options)) if work.prepared is not None else None
+
+
+def _write_case(
+    model: AnomalyCLIP, case: CohortCase, out_dir: Path, options: ScanScoringOptions, work: _CaseWork,
+    scored: ScoredScan | None,
+) -> tuple[dict, str]:
+    """Host side: write a scored case's outputs, then its metrics from the files (or reuse a finished case)."""
+    folder = case_dir(out_dir, case)
+    done = folder / _DONE
+    if work.how == "reused":
         return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if options.overwrite or not have_outputs:
-        # a case cut off mid-way may have some of its files: redo it whole
-        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False))
-        how = "scored"
-    else:
-        how = "rescored"
+    if scored is not None:
+        write_scan(model, work.prepared, scored, _scan_options(options))
+    outputs = expected_outputs(case.image, folder, options.dicom_seg)
     scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
     voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
     label, label_source = case.label, "manifest"
@@ -97,7 +116,46 @@ def evaluate_case(
         **{k: _relative(p, out_dir) for k, p in outputs.items()},
     }
     write_json(record, done)
-    return record, how
+    return record, work.how
+
+
+def _case_pipeline(
+    model: AnomalyCLIP, out_dir: str | os.PathLike, options: ScanScoringOptions, overlapped: bool
+) -> StagedPipeline:
+    out_dir = Path(out_dir)
+    return StagedPipeline(
+        lambda case: _prepare_case(model, case, out_dir, options),
+        lambda case, work: _compute_case(model, work, options),
+        lambda case, work, scored: _write_case(model, case, out_dir, options, work, scored),
+        prefetch=DEFAULT_PREFETCH if overlapped else 0,
+        background_write=overlapped,
+    )
+
+
+def evaluate_case(
+    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions
+) -> tuple[dict, str]:
+    """
+    Score one case (or reuse its outputs) and compute its metrics, in the calling thread.
+
+    Args:
+        model: the detector.
+        case: the manifest entry.
+        out_dir: the cohort's output folder.
+        options: scan scoring options; ``options.overwrite`` recomputes a finished case.
+
+    Returns:
+        ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
+        obtained: ``"reused"`` (finished before), ``"rescored"`` (scan outputs reused, metrics computed) or
+        ``"scored"``.
+
+    Raises:
+        whatever the scan scoring or the metric computation raises (the caller records it).
+    """
+    (outcome,) = _case_pipeline(model, out_dir, options, overlapped=False).run([case])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
 
 
 def _failed(case: CohortCase, err: Exception) -> dict:
@@ -124,14 +182,19 @@ def evaluate_cohort(
     """
     ctx = ctx or DistributedContext()
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
-    for index, case in tqdm(ctx.shard(cases), desc=f"cases (rank {ctx.rank})", disable=not progress):
-        try:
-            record, how = evaluate_case(model, case, out_dir, options)
-        except Exception as err:  # noqa: BLE001 - one bad scan must not stop a cohort; its error is reported
+    shard = ctx.shard(cases)
+    # the next cases are read while the network scores one, and the previous one's outputs and metrics written
+    outcomes = _case_pipeline(model, out_dir, options, overlapped=True).run(case for _, case in shard)
+    for outcome in tqdm(outcomes, total=len(shard), desc=f"cases (rank {ctx.rank})", disable=not progress):
+        case = outcome.item
+        if outcome.ok:
+            record, how = outcome.result
+        else:  # one bad scan must not stop a cohort; its error is reported
+            err = outcome.error
             logger.warning("case %s failed: %s: %s", case.case_id, type(err).__name__, err)
             record, how = _failed(case, err), "failed"
         counts[how] += 1
-        mine.append((index, record))
+        mine.append((shard[outcome.index][0], record))
     gathered = ctx.gather((mine, counts))
     records = [r for _, r in sorted((item for part, _ in gathered for item in part), key=lambda x: x[0])]
     total = {k: sum(c[k] for _, c in gathered) for k in counts}
