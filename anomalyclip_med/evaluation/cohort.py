@@ -18,10 +18,10 @@ from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
 from anomalyclip_med.io.writers import write_json
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
 from anomalyclip_med.inference.scan import (
     PreparedScan,
-    ScanScoringOptions,
     ScoredScan,
     compute_scan,
     expected_outputs,
@@ -61,79 +61,74 @@ class _CaseWork:
     prepared: PreparedScan | None = None
 
 
-def _scan_options(options: ScanScoringOptions) -> ScanScoringOptions:
-    # a case cut off mid-way may have some of its files: redo it whole
-    return replace(options, overwrite=True, progress=False)
+class _CaseStages:
+    """
+    A case in the three stages of :class:`StagedPipeline`: decide and read (host, ahead of the network), score
+    (device), write the scan outputs and then the metrics computed from them (host, behind the network).
+    """
 
+    def __init__(self, model: AnomalyCLIP, out_dir: str | os.PathLike, scoring: ScoringOptions,
+                 output: OutputOptions | None) -> None:
+        self.model, self.out_dir, self.scoring = model, Path(out_dir), scoring
+        self.output = output or OutputOptions()
+        # a case cut off mid-way may have some of its files: redo it whole
+        self.scan_output = replace(self.output, overwrite=True, progress=False)
+        self.loading = LoadingOptions()
 
-def _prepare_case(model: AnomalyCLIP, case: CohortCase, out_dir: Path, options: ScanScoringOptions) -> _CaseWork:
-    """Host side: decide whether the case is reused, rescored (metrics only) or scored, and read it if scored."""
-    folder = case_dir(out_dir, case)
-    outputs = expected_outputs(case.image, folder, options.dicom_seg)
-    have_outputs = all(Path(p).is_file() for p in outputs.values())
-    if not options.overwrite and have_outputs and (folder / _DONE).is_file():
-        return _CaseWork("reused")
-    if not options.overwrite and have_outputs:
-        return _CaseWork("rescored")
-    prepared = prepare_scan(case.image, folder, _scan_options(options), model.config.image_size, model.mean,
-                            model.std, pin_memory=model.device.type == "cuda")
-    return _CaseWork("scored", prepared)
+    def prepare(self, case: CohortCase) -> _CaseWork:
+        folder = case_dir(self.out_dir, case)
+        outputs = expected_outputs(case.image, folder, self.output.dicom_seg)
+        have_outputs = all(Path(p).is_file() for p in outputs.values())
+        if not self.output.overwrite and have_outputs and (folder / _DONE).is_file():
+            return _CaseWork("reused")
+        if not self.output.overwrite and have_outputs:
+            return _CaseWork("rescored")
+        m = self.model
+        return _CaseWork("scored", prepare_scan(case.image, folder, self.scoring, self.loading, self.scan_output,
+                                                m.config.image_size, m.mean, m.std,
+                                                pin_memory=m.device.type == "cuda"))
 
+    def compute(self, case: CohortCase, work: _CaseWork) -> ScoredScan | None:
+        return compute_scan(self.model, work.prepared, self.scoring) if work.prepared is not None else None
 
-def _compute_case(model: AnomalyCLIP, work: _CaseWork, options: ScanScoringOptions) -> ScoredScan | None:
-    return compute_scan(model, work.prepared, _scan_options(options)) if work.prepared is not None else None
+    def write(self, case: CohortCase, work: _CaseWork, scored: ScoredScan | None) -> tuple[dict, str]:
+        folder = case_dir(self.out_dir, case)
+        done = folder / _DONE
+        if work.how == "reused":
+            return json.loads(done.read_text(encoding="utf-8")), "reused"
+        if scored is not None:
+            write_scan(self.model, work.prepared, scored, self.scoring, self.loading, self.scan_output)
+        outputs = expected_outputs(case.image, folder, self.output.dicom_seg)
+        scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
+        voxel = scan_voxel_metrics(outputs["map"], case.mask, self.scoring.threshold)
+        label, label_source = case.label, "manifest"
+        if label is None and voxel["lesion_voxels"] is not None:
+            label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
+        record = {
+            "case_id": case.case_id,
+            "image": str(case.image),
+            "mask": None if case.mask is None else str(case.mask),
+            "label": label,
+            "label_source": label_source if label is not None else None,
+            "status": "ok",
+            "error": None,
+            "scan_score": scan_score,
+            "max_slice_score": max(slice_scores) if slice_scores else None,
+            "n_slices": len(slice_scores),
+            **{k: finite_or_none(v) for k, v in voxel.items()},
+            **{k: _relative(p, self.out_dir) for k, p in outputs.items()},
+        }
+        write_json(record, done)
+        return record, work.how
 
-
-def _write_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: Path, options: ScanScoringOptions, work: _CaseWork,
-    scored: ScoredScan | None,
-) -> tuple[dict, str]:
-    """Host side: write a scored case's outputs, then its metrics from the files (or reuse a finished case)."""
-    folder = case_dir(out_dir, case)
-    done = folder / _DONE
-    if work.how == "reused":
-        return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if scored is not None:
-        write_scan(model, work.prepared, scored, _scan_options(options))
-    outputs = expected_outputs(case.image, folder, options.dicom_seg)
-    scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
-    voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
-    label, label_source = case.label, "manifest"
-    if label is None and voxel["lesion_voxels"] is not None:
-        label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
-    record = {
-        "case_id": case.case_id,
-        "image": str(case.image),
-        "mask": None if case.mask is None else str(case.mask),
-        "label": label,
-        "label_source": label_source if label is not None else None,
-        "status": "ok",
-        "error": None,
-        "scan_score": scan_score,
-        "max_slice_score": max(slice_scores) if slice_scores else None,
-        "n_slices": len(slice_scores),
-        **{k: finite_or_none(v) for k, v in voxel.items()},
-        **{k: _relative(p, out_dir) for k, p in outputs.items()},
-    }
-    write_json(record, done)
-    return record, work.how
-
-
-def _case_pipeline(
-    model: AnomalyCLIP, out_dir: str | os.PathLike, options: ScanScoringOptions, overlapped: bool
-) -> StagedPipeline:
-    out_dir = Path(out_dir)
-    return StagedPipeline(
-        lambda case: _prepare_case(model, case, out_dir, options),
-        lambda case, work: _compute_case(model, work, options),
-        lambda case, work, scored: _write_case(model, case, out_dir, options, work, scored),
-        prefetch=DEFAULT_PREFETCH if overlapped else 0,
-        background_write=overlapped,
-    )
+    def pipeline(self, overlapped: bool) -> StagedPipeline:
+        return StagedPipeline(self.prepare, self.compute, self.write, prefetch=DEFAULT_PREFETCH if overlapped else 0,
+                              background_write=overlapped)
 
 
 def evaluate_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions
+    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, scoring: ScoringOptions,
+    output: OutputOptions | None = None,
 ) -> tuple[dict, str]:
     """
     Score one case (or reuse its outputs) and compute its metrics, in the calling thread.
@@ -142,7 +137,8 @@ def evaluate_case(
         model: the detector.
         case: the manifest entry.
         out_dir: the cohort's output folder.
-        options: scan scoring options; ``options.overwrite`` recomputes a finished case.
+        scoring: how the scan is scored.
+        output: what is written; ``output.overwrite`` recomputes a finished case.
 
     Returns:
         ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
@@ -152,7 +148,7 @@ def evaluate_case(
     Raises:
         whatever the scan scoring or the metric computation raises (the caller records it).
     """
-    (outcome,) = _case_pipeline(model, out_dir, options, overlapped=False).run([case])
+    (outcome,) = _CaseStages(model, out_dir, scoring, output).pipeline(overlapped=False).run([case])
     if outcome.error is not None:
         raise outcome.error
     return outcome.result
@@ -168,7 +164,8 @@ def evaluate_cohort(
     model: AnomalyCLIP,
     cases: list[CohortCase],
     out_dir: str | os.PathLike,
-    options: ScanScoringOptions,
+    scoring: ScoringOptions,
+    output: OutputOptions | None = None,
     ctx: DistributedContext | None = None,
     progress: bool = False,
 ) -> tuple[list[dict], dict[str, int]]:
@@ -184,7 +181,8 @@ def evaluate_cohort(
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
     shard = ctx.shard(cases)
     # the next cases are read while the network scores one, and the previous one's outputs and metrics written
-    outcomes = _case_pipeline(model, out_dir, options, overlapped=True).run(case for _, case in shard)
+    stages = _CaseStages(model, out_dir, scoring, output).pipeline(overlapped=True)
+    outcomes = stages.run(case for _, case in shard)
     for outcome in tqdm(outcomes, total=len(shard), desc=f"cases (rank {ctx.rank})", disable=not progress):
         case = outcome.item
         if outcome.ok:
