@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -43,8 +44,9 @@ def default_prompts(bundle_root: str | os.PathLike) -> str | None:
 def _user_errors(call: Callable[[], T], hint: str = "") -> T:
     try:
         return call()
-    except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}" + (f"\n{hint}" if hint else "")) from None
+    except AnomalyCLIPMedError as err:  # exit status 2, as the command line's
+        print(f"error: {err}" + (f" {hint}" if hint else ""), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
@@ -95,11 +97,12 @@ def build_model(**options: Any) -> AnomalyCLIP:
     ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
     ``seed``)."""
 
-    def build() -> AnomalyCLIP:
+    def check() -> ModelOptions:  # option errors (a device this machine lacks...) name their own override
         _check_known(options, ModelOptions)
-        return create_model(_options(ModelOptions, options))
+        return _options(ModelOptions, options)
 
-    model = _user_errors(build, _FIX)
+    model_options = _user_errors(check)
+    model = _user_errors(lambda: create_model(model_options), _FIX)
     if model.untrained_warning:
         print(model.untrained_warning)
     return model

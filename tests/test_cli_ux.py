@@ -82,6 +82,7 @@ def test_score_maps_are_zero_outside_the_body_unless_asked(tmp_path):
         masked_map, masked_seg, report = runs["masked"][case]
         raw_map, raw_seg, raw_report = runs["raw"][case]
         assert report["slicing"]["body_mask"] is True and raw_report["slicing"]["body_mask"] is False
+        assert report["model"]["precision"] == "fp32"  # --precision auto on the CPU (docs/network.md)
         assert 0 < report["slicing"]["body_voxels"] < outside.size
         assert masked_seg.sum() > 0 and raw_seg[outside].mean() > 0.2  # the raw map does label the air
         # almost all of the air is outside the body: only dark voxels enclosed by the body (filled holes) remain
@@ -148,3 +149,23 @@ def test_bundle_masks_the_body_quietly_and_obeys_its_overrides(tmp_path):
     assert (maps["masked"][air] == 0).all() and (maps["masked"][~air] > 0).mean() > 0.5
     scored_air = air[:, :, 4:-4]  # the first and last 4 slices hold air only: skipped, 0 either way
     assert (maps["raw"][:, :, 4:-4][scored_air] > 0).mean() > 0.5
+
+
+def test_a_device_this_machine_lacks_is_one_error_line_before_anything_is_written(tmp_path):
+    scan = save_nifti(synthetic_head_ct(shape=(16, 16, 6)), np.eye(4), tmp_path / "head.nii.gz")
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"  # the case on a machine without CUDA
+    cases = [(["score", scan, "--out", tmp_path / "out", *TINY, "--device", missing], "--device cpu"),
+             (["predict", REPO / "examples" / "images", "--out", tmp_path / "out", *TINY_MODEL, "--device", "tpu"],
+              "--device auto, cpu, cuda, cuda:N or mps")]
+    for argv, advice in cases:
+        proc = _cli(*argv)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and advice in proc.stderr
+        assert "device='cpu'" not in proc.stderr  # the advice is the flag, not Python
+        assert not (tmp_path / "out").exists()
+    bundle = _bundle_run("inference.json", "--dataset_dir", tmp_path, "--output_dir", tmp_path / "bundle_out",
+                         "--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--device", missing)
+    assert bundle.returncode == 2 and "Traceback" not in bundle.stderr, bundle.stderr[-3000:]
+    errors = [line for line in bundle.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--device cpu" in errors[0], bundle.stderr[-3000:]
+    assert not (tmp_path / "bundle_out").exists()

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 
 from anomalyclip_med.inference.options import AGGREGATIONS, ScoringOptions
-from anomalyclip_med.network.factory import ModelOptions
-from anomalyclip_med.network.model import PRECISIONS
+from anomalyclip_med.network.factory import AUTO_PRECISION, AUTO_PRECISION_TOLERANCE, PRECISION_CHOICES, ModelOptions
 from anomalyclip_med.transforms.intensity import PRESETS
 
 __all__ = ["add_model_options", "model_options_from_args", "add_scan_options", "scoring_options_from_args"]
@@ -36,9 +35,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=ModelOptions.image_size, help="network input size, a multiple "
                    "of the patch size (default 518)")
     g.add_argument("--device", default=ModelOptions.device,
-                   help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
-    g.add_argument("--precision", default=ModelOptions.precision, choices=sorted(PRECISIONS),
-                   help="image tower precision")
+                   help=f"auto (a CUDA GPU when there is one, else Apple MPS, else the CPU), cpu, cuda, cuda:N or mps "
+                   f"(default {ModelOptions.device}); a device this machine lacks is an error")
+    auto = ", ".join(f"{kind} {precision}" for kind, precision in AUTO_PRECISION.items())
+    g.add_argument("--precision", default=ModelOptions.precision, choices=PRECISION_CHOICES,
+                   help=f"image tower precision (default {ModelOptions.precision}: the fastest whose map stays within "
+                   f"{AUTO_PRECISION_TOLERANCE:g} of fp32's: {auto}; docs/network.md)")
     g.add_argument("--compile", dest="compile_network", action="store_true", default=ModelOptions.compile_network,
                    help="torch.compile the image tower: faster batches after a compilation of minutes per input "
                    "shape (pays on long GPU runs; see docs/performance.md)")

@@ -26,14 +26,13 @@ from open_clip.factory import load_state_dict
 from open_clip.model import CLIP, build_model_from_openai_state_dict
 
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
+from anomalyclip_med.network.config import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from anomalyclip_med.network.materialize import build_on_meta, load_into_meta
 
 __all__ = ["DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "ViT-L-14-336"
-DEFAULT_WEIGHTS = "openai"
 # Where a user without network access gets the default weights by hand.
 _OPENAI_VITL14_336_HINT = (
     "download OpenAI's ViT-L/14@336px CLIP file 'ViT-L-14-336px.pt' (the URL is in open_clip's pretrained "

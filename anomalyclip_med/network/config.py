@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["REFERENCE_SEED", "AnomalyCLIPConfig"]
+__all__ = ["REFERENCE_SEED", "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "PRECISION_NAMES", "AnomalyCLIPConfig"]
 
 # the reference seeds everything with this value (its setup_seed(111)): the prompt initialisation and training
 REFERENCE_SEED = 111
+# Names the command line shows in its help; here, in a module without torch/open_clip, so that `--help` and
+# argument errors do not wait for them to import.
+DEFAULT_BACKBONE = "ViT-L-14-336"
+DEFAULT_WEIGHTS = "openai"
+# autocast dtypes of the image tower (network.model.PRECISIONS maps them to torch dtypes)
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 @dataclass

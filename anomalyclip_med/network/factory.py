@@ -1,22 +1,45 @@
 """
 The model factory shared by the command line, the bundle and the Python API: :class:`ModelOptions` says which
-backbone, weights, prompts, size, device and precision; :func:`create_model` builds the network from them.
+backbone, weights, prompts, size, device and precision; :func:`create_model` builds the network from them. Devices
+are checked and ``auto`` device and precision resolved here, once, for every face.
+
+torch and the network are imported inside the functions: the command line reads this module's defaults to build
+its parser, and ``--help`` must not wait seconds for torch and open_clip to import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS
-from anomalyclip_med.network.model import PRECISIONS, AnomalyCLIP
+from anomalyclip_med.network.config import DEFAULT_WEIGHTS, PRECISION_NAMES
 
-__all__ = ["RANDOM_WEIGHTS", "ModelOptions", "resolve_device", "create_model"]
+if TYPE_CHECKING:
+    from anomalyclip_med.network.model import AnomalyCLIP
+
+__all__ = [
+    "RANDOM_WEIGHTS",
+    "PRECISION_CHOICES",
+    "AUTO_PRECISION",
+    "AUTO_PRECISION_TOLERANCE",
+    "ModelOptions",
+    "resolve_device",
+    "resolve_precision",
+    "create_model",
+]
 
 # backbone_weights values that mean "random weights" (tiny test models; never for real use)
 RANDOM_WEIGHTS = ("none", "random")
+PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
+# `--precision auto` per device type: the fastest precision whose anomaly map stays within
+# AUTO_PRECISION_TOLERANCE (largest absolute difference on the 0..1 map) of fp32's, as measured with
+# benchmarks/bench_precision.py (docs/network.md, "Precision"). CUDA: fp16 differs by 1.9e-4 (bf16 by 1.8e-3) and
+# both run ~8x faster than fp32 (H200, ViT-L/14@336, 518 px); every CUDA GPU runs fp16 autocast. CPU: see the
+# measurement in docs/network.md. MPS: not measured, so fp32.
+AUTO_PRECISION_TOLERANCE = 1e-3
+AUTO_PRECISION = {"cuda": "fp16", "cpu": "fp32", "mps": "fp32"}
+_DEVICE_FIX = "use --device auto, cpu, cuda, cuda:N or mps (bundle: the same override, e.g. --device cpu)"
 
 
 @dataclass
@@ -31,8 +54,10 @@ class ModelOptions:
             (tests only) ["openai"].
         prompts: prompt checkpoint (the authors' or this package's format) [None: fresh, UNTRAINED prompts].
         image_size: network input side, a multiple of the patch size [None: the checkpoint's or 518].
-        device: torch device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ... ["auto"].
-        precision: autocast dtype of the image tower: ``fp32``, ``bf16`` or ``fp16`` ["fp32"].
+        device: ``auto`` (CUDA when available, else Apple MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``
+            ["auto"]; a device this machine does not have is refused (:func:`resolve_device`).
+        precision: autocast dtype of the image tower: ``auto`` (per device, :func:`resolve_precision`), ``fp32``,
+            ``bf16`` or ``fp16`` ["auto"].
         compile_network: ``torch.compile`` the image tower: faster batches after a compilation of minutes per
             input shape [False].
         seed: torch seed set right before the backbone is built, so a random test backbone is the same in every
@@ -48,7 +73,7 @@ class ModelOptions:
     prompts: str | None = None
     image_size: int | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     compile_network: bool = False
     seed: int = 0
     cache_dir: str | None = None
@@ -60,15 +85,16 @@ class ModelOptions:
             setattr(self, name, None if value is None or str(value) == "" else str(value))
         if self.backbone_weights is not None:
             self.backbone_weights = str(self.backbone_weights)
-        if self.precision not in PRECISIONS:
-            raise InputError(f"Invalid model option precision={self.precision!r}: choose one of {sorted(PRECISIONS)}.")
+        if self.precision not in PRECISION_CHOICES:
+            raise InputError(f"Invalid model option precision={self.precision!r}: choose one of "
+                             f"{', '.join(PRECISION_CHOICES)}.")
         if self.image_size is not None:
             if int(self.image_size) != self.image_size or int(self.image_size) < 1:
                 raise InputError(f"Invalid model option image_size={self.image_size!r}: a positive integer, a "
                                  "multiple of the backbone's patch size.")
             self.image_size = int(self.image_size)
-        if not str(self.device):
-            raise InputError("Invalid model option device='': use auto, cpu, cuda or cuda:N.")
+        self.device = str(self.device).strip().lower()
+        resolve_precision(self.precision, resolve_device(self.device))  # a missing device fails before any work
 
     @property
     def random_weights(self) -> bool:
@@ -76,11 +102,67 @@ class ModelOptions:
         return self.backbone_weights is None or self.backbone_weights.lower() in RANDOM_WEIGHTS
 
 
+def _has_mps() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; any other name is returned unchanged."""
+    """
+    The torch device ``name`` stands for on this machine: ``auto`` -> ``cuda`` when CUDA is available, else
+    ``mps`` (Apple GPU) when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are returned as
+    given once checked.
+
+    Raises:
+        InputError: an unknown device name, or a device this machine does not have, naming the flag to use.
+    """
+    import torch
+
+    name = str(name).strip().lower()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if _has_mps() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"Unknown device {name!r}: {_DEVICE_FIX}.")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU or driver is visible"
+            raise InputError(f"Device {name!r} is not available here ({why}; torch {torch.__version__}): use "
+                             "--device cpu, or --device auto to take a GPU when there is one.")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InputError(f"Device {name!r} is not available: this machine has {count} CUDA GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}; use one of them, or --device cuda.")
+    if device.type == "mps" and not _has_mps():
+        raise InputError(f"Device {name!r} is not available here (no Apple MPS GPU): use --device cpu, or "
+                         "--device auto.")
     return name
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """
+    The precision ``precision`` stands for on ``device`` (a name :func:`resolve_device` returned): ``auto`` ->
+    :data:`AUTO_PRECISION` of the device type; ``bf16`` on a CUDA GPU without bfloat16 is refused.
+
+    Raises:
+        InputError: an unknown precision, or bf16 on a GPU that cannot run it.
+    """
+    if precision not in PRECISION_CHOICES:
+        raise InputError(f"Unknown precision {precision!r}: use --precision {' | '.join(PRECISION_CHOICES)}.")
+    kind = device.split(":")[0]
+    if precision == "auto":
+        return AUTO_PRECISION[kind]
+    if precision == "bf16" and kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise InputError(f"This GPU ({torch.cuda.get_device_name(device)}) cannot run bf16: use --precision "
+                             "fp16, or --precision auto.")
+    return precision
 
 
 def create_model(options: ModelOptions | None = None) -> AnomalyCLIP:
@@ -93,15 +175,20 @@ def create_model(options: ModelOptions | None = None) -> AnomalyCLIP:
     Raises:
         MissingWeightsError, BackboneError, CheckpointError: weights or prompts that cannot be used.
     """
+    import torch
+
+    from anomalyclip_med.network.model import AnomalyCLIP
+
     options = options or ModelOptions()
+    device = resolve_device(options.device)
     torch.manual_seed(options.seed)
     model = AnomalyCLIP.from_pretrained(
         backbone=options.backbone,
         backbone_weights=None if options.random_weights else options.backbone_weights,
         prompts=options.prompts,
         image_size=options.image_size,
-        device=resolve_device(options.device),
-        precision=options.precision,
+        device=device,
+        precision=resolve_precision(options.precision, device),
         cache_dir=options.cache_dir,
         compile_network=options.compile_network,
     )

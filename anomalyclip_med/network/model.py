@@ -24,7 +24,7 @@ from anomalyclip_med.network.checkpoint import (
     read_prompt_checkpoint,
     save_prompt_checkpoint,
 )
-from anomalyclip_med.network.config import AnomalyCLIPConfig
+from anomalyclip_med.network.config import PRECISION_NAMES, AnomalyCLIPConfig
 from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
 from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
@@ -32,7 +32,7 @@ from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATAS
 
 __all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"]
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 @dataclass
