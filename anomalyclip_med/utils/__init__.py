@@ -1,5 +1,6 @@
 """
-Small shared helpers: atomic writes, the ``torchrun`` process group, checks on output locations.
+Small shared helpers: atomic writes, the ``torchrun`` process group, quiet third-party logs, checks on output
+locations.
 
 Every public name of the submodules is exported here; each submodule is imported on first use.
 """
@@ -11,6 +12,7 @@ __all__, __getattr__ = lazy_exports(
     {
         "atomic": ("atomic_path",),
         "distributed": ("DistributedContext",),
+        "console": ("NOISY_LOGGERS", "NOISY_WARNINGS", "quiet_third_party"),
         "paths": ("check_writable_dir", "check_outputs"),
     },
 )
