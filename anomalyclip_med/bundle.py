@@ -20,14 +20,15 @@ from typing import Any, TypeVar
 from monai.data import load_decathlon_datalist
 
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
-from anomalyclip_med.evaluation.run import BenchmarkOptions, CohortOptions
+from anomalyclip_med.evaluation.options import BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
 from anomalyclip_med.inference.options import ScoringOptions
 from anomalyclip_med.io.scans import expand_sources
 from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.training.loop import TrainResult, TrainSettings
-from anomalyclip_med.training.run import TrainData, train_on_dataset
+from anomalyclip_med.training.loop import TrainResult
+from anomalyclip_med.training.run import train_on_dataset
+from anomalyclip_med.training.settings import TrainData, TrainSettings
 
 __all__ = ["default_prompts", "scan_datalist", "build_model", "evaluate", "train", "as_bool"]
 

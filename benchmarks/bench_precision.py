@@ -28,7 +28,7 @@ def network_inputs(model, count: int, size: int):
     """``count`` axial slices through the middle of the BraTS FLAIR as (count, 3, size, size) network inputs."""
     import torch
 
-    from anomalyclip_med.io.scans import LoadScan
+    from anomalyclip_med.transforms import LoadScan
     from anomalyclip_med.transforms.intensity import IntensityPreset
     from anomalyclip_med.transforms.slicing import SliceToNetworkInput
 

@@ -169,3 +169,31 @@ def test_a_device_this_machine_lacks_is_one_error_line_before_anything_is_writte
     errors = [line for line in bundle.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--device cpu" in errors[0], bundle.stderr[-3000:]
     assert not (tmp_path / "bundle_out").exists()
+
+
+HEAVY = ("torch", "monai", "open_clip")
+
+
+def _imported(proc):
+    """Top-level packages that ``python -X importtime`` reports importing."""
+    return {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["score", "--help"], ["score", "scan.nii.gz"],
+                                  ["evaluate", "--dataset", "nope", "root", "--out", "o"], ["train", "--help"],
+                                  ["predict", "x.png", "--out", "o", "--precision", "fp64"], ["export-bundle", "-h"]])
+def test_help_and_argument_errors_import_no_torch_monai_or_open_clip(argv):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "anomalyclip_med", *argv], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "anomalyclip_med" in _imported(proc) and not set(HEAVY) & _imported(proc)
+
+
+def test_the_package_imports_its_network_on_first_use():
+    code = ("import sys, anomalyclip_med; heavy = [m for m in {heavy} if m in sys.modules]; "
+            "from anomalyclip_med import AnomalyCLIP, AnomalyCLIPConfig; import torch; "
+            "print(heavy, issubclass(AnomalyCLIP, torch.nn.Module), AnomalyCLIPConfig().image_size)").format(heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["[]", "True", "518"], proc.stderr[-2000:]

@@ -14,8 +14,10 @@ from anomalyclip_med.cli.options import (
     scoring_options_from_args,
 )
 from anomalyclip_med.data import DATASETS
-from anomalyclip_med.evaluation.run import MANIFEST, BenchmarkOptions, CohortOptions, evaluate
+from anomalyclip_med.evaluation.options import MANIFEST, BenchmarkOptions, CohortOptions
 from anomalyclip_med.network.factory import ModelOptions
+
+# torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anomalyclip_med.evaluation.run import evaluate
+
     # --batch-size counts images for a benchmark and slices for a manifest; each options class takes it
     evaluate(
         args.dataset, args.root, args.out, model_options_from_args(args),

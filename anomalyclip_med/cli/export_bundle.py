@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.network.checkpoint import read_prompt_checkpoint
 from anomalyclip_med.utils.atomic import atomic_path
 
 # run outputs and caches that never belong in a packaged bundle
@@ -34,6 +33,8 @@ def export_bundle(bundle: str | Path, prompts: str | Path, out: str | Path, over
     bundle = Path(bundle)
     if not (bundle / "configs" / "metadata.json").is_file():
         raise InputError(f"'{bundle}' is not a MONAI bundle folder: configs/metadata.json is missing.")
+    from anomalyclip_med.network.checkpoint import read_prompt_checkpoint  # torch: imported when the command runs
+
     read_prompt_checkpoint(prompts)  # refuse a file that is not a prompt checkpoint before writing anything
     name = bundle.resolve().name
     with atomic_path(out, overwrite=overwrite) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:

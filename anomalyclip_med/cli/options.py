@@ -9,7 +9,7 @@ import argparse
 
 from anomalyclip_med.inference.options import AGGREGATIONS, ScoringOptions
 from anomalyclip_med.network.factory import AUTO_PRECISION, AUTO_PRECISION_TOLERANCE, PRECISION_CHOICES, ModelOptions
-from anomalyclip_med.transforms.intensity import PRESETS
+from anomalyclip_med.transforms.windows import PRESETS
 
 __all__ = ["add_model_options", "model_options_from_args", "add_scan_options", "scoring_options_from_args"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from anomalyclip_med.cli.options import add_model_options, model_options_from_args
-from anomalyclip_med.inference.images2d import predict_images
-from anomalyclip_med.io.images import list_images
 from anomalyclip_med.network.factory import create_model
+
+# torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anomalyclip_med.inference.images2d import predict_images
+    from anomalyclip_med.io.images import list_images
+
     images = list_images(args.inputs)  # fail on a bad path before loading any weights
     model = create_model(model_options_from_args(args))
     if model.untrained_warning:

@@ -15,12 +15,10 @@ from anomalyclip_med.cli.options import (
 )
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
-from anomalyclip_med.inference.pipeline import ScanPipeline
-from anomalyclip_med.inference.scan import expected_outputs
-from anomalyclip_med.io.scans import case_id_of, expand_sources
 from anomalyclip_med.network.factory import create_model, resolve_device
-from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.paths import check_outputs
+
+# torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _preflight(sources, out_dir, output: OutputOptions) -> None:
     """Refuse the whole run, before loading any weights, for clashing names or outputs that exist."""
+    from anomalyclip_med.inference.scan import expected_outputs
+    from anomalyclip_med.io.scans import case_id_of
+
     clashing = [c for c, n in Counter(case_id_of(s) for s in sources).items() if n > 1]
     if clashing:
         raise InputError(f"Several inputs share the case name {clashing[0]!r} (outputs are <case>_...); score them "
@@ -64,12 +65,18 @@ def _preflight(sources, out_dir, output: OutputOptions) -> None:
 
 
 def _error_line(source, err: Exception) -> str:
+    from anomalyclip_med.io.scans import case_id_of
+
     if isinstance(err, AnomalyCLIPMedError):  # these name the file and the fix already
         return f"error: {err}"
     return f"error: {case_id_of(source)} ({source}): {type(err).__name__}: {err}"
 
 
 def run(args: argparse.Namespace) -> int:
+    from anomalyclip_med.inference.pipeline import ScanPipeline
+    from anomalyclip_med.io.scans import expand_sources
+    from anomalyclip_med.utils.distributed import DistributedContext
+
     # every option is checked (by its dataclass) before any input is read or weights load
     scoring = scoring_options_from_args(args)
     loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)

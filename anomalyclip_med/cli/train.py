@@ -7,8 +7,9 @@ import sys
 
 from anomalyclip_med.cli.options import add_model_options, model_options_from_args
 from anomalyclip_med.data import DATASETS
-from anomalyclip_med.training.loop import TrainSettings
-from anomalyclip_med.training.run import TrainData, train_on_dataset
+from anomalyclip_med.training.settings import TrainData, TrainSettings
+
+# torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anomalyclip_med.training.run import train_on_dataset
+
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, num_workers=args.num_workers,
         csv_log=args.csv_log, tensorboard=args.tensorboard, progress=args.progress and sys.stderr.isatty(),

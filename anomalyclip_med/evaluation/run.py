@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,60 +20,16 @@ from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_sampl
 from anomalyclip_med.evaluation.cohort import evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
 from anomalyclip_med.evaluation.manifest import read_manifest
+from anomalyclip_med.evaluation.options import MANIFEST, BenchmarkOptions, CohortOptions
 from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
 from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
-__all__ = ["MANIFEST", "RUN_INFO", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"]
+__all__ = ["RUN_INFO", "run_benchmark", "run_cohort", "evaluate"]
 
-MANIFEST = "manifest"  # the ``dataset`` value of a cohort manifest (CSV or MONAI datalist JSON)
 RUN_INFO = "run.json"
-
-
-@dataclass
-class BenchmarkOptions:
-    """
-    A benchmark dataset evaluation (defaults in brackets).
-
-    Attributes:
-        split: dataset split ["test", as in the paper].
-        limit: at most this many images per class, evenly spaced over the class's sorted list [None: all].
-        batch_size: images per forward pass [8].
-        num_workers: DataLoader worker processes [0].
-    """
-
-    split: str = "test"
-    limit: int | None = None
-    batch_size: int = 8
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        for name, low in (("limit", 1), ("batch_size", 1), ("num_workers", 0)):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
-                raise InputError(f"Invalid evaluation option {name}={value!r}: an integer >= {low}.")
-
-
-@dataclass
-class CohortOptions:
-    """
-    A cohort manifest evaluation (defaults in brackets); how each scan is scored is a :class:`ScoringOptions`.
-
-    Attributes:
-        datalist_key: the list to read from a MONAI datalist JSON ["testing"].
-        montage: worst misses shown in ``worst_misses.png`` [6].
-        overwrite: recompute cases that finished in an earlier run [False].
-    """
-
-    datalist_key: str = "testing"
-    montage: int = 6
-    overwrite: bool = OutputOptions.overwrite
-
-    def __post_init__(self) -> None:
-        if isinstance(self.montage, bool) or int(self.montage) != self.montage or self.montage < 0:
-            raise InputError(f"Invalid evaluation option montage={self.montage!r}: an integer >= 0.")
 
 
 def _run(

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.transforms.intensity import PRESETS, IntensityPreset
-from anomalyclip_med.transforms.slicing import resolve_axis
+from anomalyclip_med.transforms.windows import PRESETS
+
+if TYPE_CHECKING:
+    from anomalyclip_med.transforms.intensity import IntensityPreset
 
 __all__ = ["AGGREGATIONS", "LoadingOptions", "ScoringOptions", "OutputOptions", "scan_options_record"]
 
@@ -113,6 +115,8 @@ class ScoringOptions:
         if self.preset == "mri" and (self.window_level is not None or self.window_width is not None):
             raise _invalid("scoring", "preset", self.preset, "a window level/width applies to CT presets, not to "
                            "'mri'; leave window_level/window_width unset")
+        from anomalyclip_med.transforms.slicing import resolve_axis  # imports MONAI: not at import (fast --help)
+
         try:
             resolve_axis(np.eye(4), self.axis)
         except (TypeError, ValueError) as err:
@@ -124,6 +128,8 @@ class ScoringOptions:
 
     def intensity_preset(self) -> IntensityPreset:
         """The intensity transform these options describe."""
+        from anomalyclip_med.transforms.intensity import IntensityPreset
+
         return IntensityPreset(self.preset, self.window_level, self.window_width, self.percentiles)
 
 

@@ -10,13 +10,16 @@ from anomalyclip_med._exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
-        "backbone": ("DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"),
+        "backbone": ("BackboneInfo", "load_backbone", "read_state_dict"),
         "checkpoint": (
             "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
             "save_prompt_checkpoint", "file_sha256"
         ),
-        "config": ("REFERENCE_SEED", "AnomalyCLIPConfig"),
-        "factory": ("RANDOM_WEIGHTS", "ModelOptions", "resolve_device", "create_model"),
+        "config": ("REFERENCE_SEED", "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "PRECISION_NAMES", "AnomalyCLIPConfig"),
+        "factory": (
+            "RANDOM_WEIGHTS", "PRECISION_CHOICES", "AUTO_PRECISION", "AUTO_PRECISION_TOLERANCE", "ModelOptions",
+            "resolve_device", "resolve_precision", "create_model"
+        ),
         "materialize": ("build_on_meta", "load_into_meta"),
         "model": ("PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"),
         "prompt_learner": ("PROMPT_TEMPLATES", "PromptLearner", "encode_text_with_prompts"),

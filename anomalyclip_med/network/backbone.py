@@ -29,7 +29,7 @@ from anomalyclip_med.errors import BackboneError, MissingWeightsError
 from anomalyclip_med.network.config import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from anomalyclip_med.network.materialize import build_on_meta, load_into_meta
 
-__all__ = ["DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"]
+__all__ = ["BackboneInfo", "load_backbone", "read_state_dict"]
 
 logger = logging.getLogger(__name__)
 

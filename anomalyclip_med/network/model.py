@@ -15,14 +15,14 @@ from open_clip.model import CLIP
 from torch import nn
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, BackboneInfo, load_backbone
+from anomalyclip_med.network.backbone import BackboneInfo, load_backbone
 from anomalyclip_med.network.checkpoint import (
     file_sha256,
     load_prompt_state,
     read_prompt_checkpoint,
     save_prompt_checkpoint,
 )
-from anomalyclip_med.network.config import PRECISION_NAMES, AnomalyCLIPConfig
+from anomalyclip_med.network.config import DEFAULT_WEIGHTS, PRECISION_NAMES, AnomalyCLIPConfig
 from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
 from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
 from anomalyclip_med.network.visual import dpam_forward, patch_grid

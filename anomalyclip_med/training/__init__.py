@@ -10,11 +10,12 @@ __all__, __getattr__ = lazy_exports(
     __name__,
     {
         "loop": (
-            "TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"
+            "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"
         ),
         "objective": ("PIXEL_WEIGHT", "compute_losses"),
-        "optim": ("LEARNING_RATE", "BETAS", "make_optimizer"),
+        "optim": ("BETAS", "make_optimizer"),
+        "settings": ("LEARNING_RATE", "TrainSettings", "TrainData"),
         "losses": ("FocalLoss", "dice_loss"),
-        "run": ("TrainData", "train_on_dataset"),
+        "run": ("train_on_dataset",),
     },
 )

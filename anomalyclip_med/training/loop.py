@@ -26,13 +26,13 @@ from tqdm import tqdm
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.errors import AnomalyCLIPMedError, CheckpointError, InputError
 from anomalyclip_med.io.writers import write_csv
-from anomalyclip_med.network.config import REFERENCE_SEED
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.objective import compute_losses
-from anomalyclip_med.training.optim import LEARNING_RATE, make_optimizer
+from anomalyclip_med.training.optim import make_optimizer
+from anomalyclip_med.training.settings import TrainSettings
 from anomalyclip_med.utils.distributed import DistributedContext
 
-__all__ = ["TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"]
+__all__ = ["TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"]
 
 logger = logging.getLogger(__name__)
 SummaryWriter, _has_tensorboard = optional_import("torch.utils.tensorboard", name="SummaryWriter")
@@ -45,41 +45,6 @@ _CHECKPOINT = re.compile(r"^epoch_(\d+)\.pth$")
 _RESUME_KEYS = ("batch_size", "lr", "seed")
 # what a checkpoint holds besides the prompts, for resuming
 _STATE_KEYS = ("epoch", "optimizer", "rng_state", "losses", "training")
-
-
-@dataclass
-class TrainSettings:
-    """
-    Training hyper-parameters (the reference's by default) and logging options.
-
-    Args:
-        epochs: number of passes over the data.
-        batch_size: images per optimiser step.
-        lr: Adam learning rate.
-        seed: seed of every random number generator (data order included).
-        num_workers: DataLoader worker processes.
-        csv_log: write ``train_log.csv`` (one row of mean losses per epoch).
-        tensorboard: write TensorBoard scalars to ``tensorboard/`` (needs the ``tensorboard`` package).
-        progress: show progress bars.
-    """
-
-    epochs: int = 15
-    batch_size: int = 8
-    lr: float = LEARNING_RATE
-    seed: int = REFERENCE_SEED
-    num_workers: int = 0
-    csv_log: bool = False
-    tensorboard: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
-        if not self.lr > 0:
-            raise InputError(f"The learning rate must be positive, got {self.lr!r}.")
-        if self.num_workers < 0:
-            raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}.")
 
 
 @dataclass

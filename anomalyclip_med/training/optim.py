@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.training.settings import LEARNING_RATE
 
-__all__ = ["LEARNING_RATE", "BETAS", "make_optimizer"]
+__all__ = ["BETAS", "make_optimizer"]
 
-LEARNING_RATE = 1e-3
 BETAS = (0.5, 0.999)
 
 

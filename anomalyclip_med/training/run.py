@@ -6,37 +6,16 @@ typed settings and model options in, epoch checkpoints out (in one process or un
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from anomalyclip_med.data import DATASETS, load_samples
+from anomalyclip_med.data import load_samples
 from anomalyclip_med.data.dataset import AnomalyDataset, verify_samples
-from anomalyclip_med.errors import InputError
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
-from anomalyclip_med.training.loop import TrainResult, TrainSettings, check_out_dir, train
+from anomalyclip_med.training.loop import TrainResult, check_out_dir, train
+from anomalyclip_med.training.settings import TrainData, TrainSettings
 from anomalyclip_med.utils.distributed import DistributedContext
 
-__all__ = ["TrainData", "train_on_dataset"]
-
-
-@dataclass
-class TrainData:
-    """
-    The annotated dataset to train on.
-
-    Attributes:
-        root: the dataset's root folder.
-        format: its layout, one of :data:`anomalyclip_med.data.DATASETS` (docs/datasets.md).
-        split: the split to train on ["test": the paper trains on the test split of an auxiliary dataset, e.g.
-            MVTec AD's, then detects zero-shot elsewhere].
-    """
-
-    root: str | os.PathLike
-    format: str
-    split: str = "test"
-
-    def __post_init__(self) -> None:
-        if self.format not in DATASETS:
-            raise InputError(f"Invalid training option format={self.format!r}: one of {', '.join(DATASETS)}.")
+__all__ = ["train_on_dataset"]
 
 
 def train_on_dataset(

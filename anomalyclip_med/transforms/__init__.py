@@ -11,10 +11,8 @@ __all__, __getattr__ = lazy_exports(
     __name__,
     {
         "image2d": ("OPENAI_DATASET_MEAN", "OPENAI_DATASET_STD", "image_transform", "mask_transform"),
-        "intensity": (
-            "CT_WINDOWS", "PRESETS", "PRESET_META_KEY", "CTWindow", "PercentileNormalize", "PresetChoice",
-            "IntensityPreset"
-        ),
+        "windows": ("CT_WINDOWS", "PRESETS"),
+        "intensity": ("PRESET_META_KEY", "CTWindow", "PercentileNormalize", "PresetChoice", "IntensityPreset"),
         "slicing": (
             "PLANES", "SliceGeometry", "resolve_axis", "slice_geometry", "SliceToNetworkInput", "SliceForeground",
             "BodyMask"

@@ -16,9 +16,9 @@ from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import ScaleIntensityRange, Transform
 
+from anomalyclip_med.transforms.windows import CT_WINDOWS, PRESETS
+
 __all__ = [
-    "CT_WINDOWS",
-    "PRESETS",
     "PRESET_META_KEY",
     "CTWindow",
     "PercentileNormalize",
@@ -26,17 +26,6 @@ __all__ = [
     "IntensityPreset",
 ]
 
-# (level, width) in HU; the usual radiology windows (e.g. Radiopaedia, "Windowing (CT)")
-CT_WINDOWS: dict[str, tuple[float, float]] = {
-    "brain": (40.0, 80.0),
-    "subdural": (75.0, 215.0),
-    "stroke": (40.0, 40.0),
-    "abdomen": (50.0, 400.0),
-    "liver": (30.0, 150.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-}
-PRESETS = ("auto", *CT_WINDOWS, "mri")
 PRESET_META_KEY = "intensity_preset"
 
 # auto preset on CT: DICOM BodyPartExamined (upper case) -> window; anything else gets the soft-tissue window

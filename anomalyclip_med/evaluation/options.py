@@ -1,0 +1,60 @@
+"""
+What an evaluation is given besides the model and scoring options: :class:`BenchmarkOptions` for a benchmark
+dataset, :class:`CohortOptions` for a cohort manifest. Plain dataclasses in a module without torch, so that the
+command line reads their defaults for ``--help`` without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.options import OutputOptions
+
+__all__ = ["MANIFEST", "BenchmarkOptions", "CohortOptions"]
+
+MANIFEST = "manifest"  # the ``dataset`` value of a cohort manifest (CSV or MONAI datalist JSON)
+
+
+@dataclass
+class BenchmarkOptions:
+    """
+    A benchmark dataset evaluation (defaults in brackets).
+
+    Attributes:
+        split: dataset split ["test", as in the paper].
+        limit: at most this many images per class, evenly spaced over the class's sorted list [None: all].
+        batch_size: images per forward pass [8].
+        num_workers: DataLoader worker processes [0].
+    """
+
+    split: str = "test"
+    limit: int | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (("limit", 1), ("batch_size", 1), ("num_workers", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
+                raise InputError(f"Invalid evaluation option {name}={value!r}: an integer >= {low}.")
+
+
+@dataclass
+class CohortOptions:
+    """
+    A cohort manifest evaluation (defaults in brackets); how each scan is scored is a :class:`ScoringOptions`.
+
+    Attributes:
+        datalist_key: the list to read from a MONAI datalist JSON ["testing"].
+        montage: worst misses shown in ``worst_misses.png`` [6].
+        overwrite: recompute cases that finished in an earlier run [False].
+    """
+
+    datalist_key: str = "testing"
+    montage: int = 6
+    overwrite: bool = OutputOptions.overwrite
+
+    def __post_init__(self) -> None:
+        if isinstance(self.montage, bool) or int(self.montage) != self.montage or self.montage < 0:
+            raise InputError(f"Invalid evaluation option montage={self.montage!r}: an integer >= 0.")
