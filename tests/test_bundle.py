@@ -220,7 +220,7 @@ def test_multi_process_training_with_torchrun(tmp_path):
                                 prompts=out / "epoch_2.pth")
 
 
-def test_override_booleans_and_option_names_are_parsed_one_way():
+def test_override_booleans_and_option_names_are_parsed_one_way(capsys):
     from anomalyclip_med.bundle import as_bool, build_model
     from anomalyclip_med.errors import InputError
 
@@ -233,7 +233,8 @@ def test_override_booleans_and_option_names_are_parsed_one_way():
         raise AssertionError("'yes' was taken as a boolean")
     try:  # an unknown option ends the run with one error line naming it
         build_model(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_sise=56)
-    except SystemExit as err:
-        assert str(err).startswith("error:") and "image_sise" in str(err)
+    except SystemExit as err:  # status 2, as the command line's
+        stderr = capsys.readouterr().err
+        assert err.code == 2 and stderr.startswith("error:") and stderr.count("\n") == 1 and "image_sise" in stderr
     else:
         raise AssertionError("an unknown model option was accepted")
