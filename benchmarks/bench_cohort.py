@@ -108,13 +108,14 @@ def _network_bound(cfg: dict, model, scans: list[str]) -> dict:
     import torch
     from monai.utils import convert_to_tensor
 
-    from anomalyclip_med.inference.scan import ScanScoringOptions, prepare_scan
+    from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+    from anomalyclip_med.inference.scan import prepare_scan
 
-    options = ScanScoringOptions(batch_size=cfg["batch"], progress=False)
     per_scan = {}
     for scan in dict.fromkeys(cfg["kinds"]):  # the first copy of each kind
         path = scans[cfg["kinds"].index(scan)]
-        prepared = prepare_scan(path, Path(cfg["out"]) / "bound", options, model.config.image_size, model.mean,
+        prepared = prepare_scan(path, Path(cfg["out"]) / "bound", ScoringOptions(batch_size=cfg["batch"]),
+                                LoadingOptions(), OutputOptions(progress=False), model.config.image_size, model.mean,
                                 model.std)
         plan = prepared.plan
         raw = prepared.image.as_tensor()[0].movedim(plan.geometry.axis, 0)
@@ -135,15 +136,15 @@ def _network_bound(cfg: dict, model, scans: list[str]) -> dict:
 
 def candidate_child(cfg: dict) -> dict:
     """This checkout: the stages in turn (``sequential``) or overlapped by ``ScanPipeline`` (``pipelined``)."""
-    from anomalyclip_med.inference.pipeline import ScanPipeline
-    from anomalyclip_med.inference.scan import ScanScoringOptions
+    from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
+    from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, ScanPipeline
 
     model = _model(cfg)
     seconds = dict.fromkeys(STAGES, 0.0)
     _instrument(cfg, model, seconds)
-    options = ScanScoringOptions(batch_size=cfg["batch"], progress=False)
     pipelined = cfg["mode"] == "pipelined"
-    pipeline = ScanPipeline(model, options, prefetch=2 if pipelined else 0, background_write=pipelined)
+    pipeline = ScanPipeline(model, ScoringOptions(batch_size=cfg["batch"]), output=OutputOptions(progress=False),
+                            prefetch=DEFAULT_PREFETCH if pipelined else 0, background_write=pipelined)
     start = time.perf_counter()
     outcomes = list(pipeline.run((scan, cfg["out"]) for scan in cfg["scans"]))
     _sync(cfg)
