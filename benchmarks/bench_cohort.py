@@ -13,7 +13,7 @@ slice are those of the real scans). Each configuration runs in a fresh process w
   other, in the calling thread;
 - **pipelined**: this checkout's ``ScanPipeline`` as ``score`` runs it (reading ahead, writing behind).
 
-For this checkout the table splits the time into stages: load (``LoadScan``), preprocess (the rest of the host
+For this checkout the table splits the time into stages: load (``load_volume``), preprocess (the rest of the host
 preparation: preset, foreground, body mask), network (``predict``, device-synchronised), postprocess (the rest of
 the device work: resampling back, smoothing, mask, threshold, the copy back) and write. In the pipelined run
 these overlap, so they add up to more than the wall time. The **network-only bound** is ``predict`` alone on the
@@ -80,18 +80,18 @@ def baseline_child(cfg: dict) -> dict:
 
 
 def _instrument(cfg: dict, model, seconds: dict[str, float]) -> None:
-    """Add each call's wall seconds of ``LoadScan`` and ``predict`` (device-synchronised) into ``seconds``."""
+    """Add each call's wall seconds of reading a scan (``load_volume``) and of ``predict`` (device-synchronised)
+    into ``seconds``."""
     from anomalyclip_med.inference import scan as scan_module
 
-    load_scan, predict = scan_module.LoadScan, model.predict
+    load_volume, predict = scan_module.load_volume, model.predict
 
-    class TimedLoadScan(load_scan):
-        def __call__(self, *a, **k):
-            t = time.perf_counter()
-            try:
-                return super().__call__(*a, **k)
-            finally:
-                seconds["load"] += time.perf_counter() - t
+    def timed_load(*a, **k):
+        t = time.perf_counter()
+        try:
+            return load_volume(*a, **k)
+        finally:
+            seconds["load"] += time.perf_counter() - t
 
     def timed_predict(*a, **k):
         t = time.perf_counter()
@@ -100,7 +100,7 @@ def _instrument(cfg: dict, model, seconds: dict[str, float]) -> None:
         seconds["network"] += time.perf_counter() - t
         return out
 
-    scan_module.LoadScan = TimedLoadScan
+    scan_module.load_volume = timed_load
     model.predict = timed_predict
 
 
