@@ -8,9 +8,11 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -36,6 +38,27 @@ def run_cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "anomalyclip_med", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def kill_when(args: list, ready, must_run: bool = True) -> None:
+    """
+    Start ``python -m anomalyclip_med ARGS`` and SIGKILL it as soon as ``ready()`` holds (polled every 10 ms).
+
+    Args:
+        must_run: the run must still be running when ``ready()`` holds (else the kill proved nothing).
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "anomalyclip_med", *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not ready() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None or not must_run, "the run finished before it could be killed"
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from faults import (AFFINE, PROMPTS, REPO, TINY, error_lines, good_volume, nifti_header_declaring, png_bytes,
+from faults import (AFFINE, PROMPTS, TINY, error_lines, good_volume, kill_when, nifti_header_declaring, png_bytes,
                     run_cli, save_nifti)
 
 # case -> (mask fault, expected error after the mask's path); None: the case must succeed
@@ -133,25 +129,12 @@ def test_a_latin1_manifest_is_one_error_naming_the_line(tmp_path):
         "byte). Save the manifest as UTF-8 (or UTF-16 with a byte-order mark)."]
 
 
-@pytest.mark.parametrize("case_id", ["../../escaped", "/tmp/escaped", ".hidden"])
-def test_a_path_traversing_case_id_is_refused(tmp_path, case_id):
+def test_a_path_traversing_case_id_is_refused(tmp_path):
+    case_id = "../../escaped"  # more unsafe IDs are read in test_inputs.py
     proc = _manifest_run(tmp_path, "m.csv", f"image,case_id\nscan.nii.gz,{case_id}\n".encode())
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(error_lines(proc.stderr)) == 1 and f"case_id {case_id!r} must be letters" in proc.stderr
     assert not list(tmp_path.parent.rglob("escaped")) and not (tmp_path / "out" / "cases").exists()
-
-
-def _kill_when(cmd: list[str], ready, env: dict) -> None:
-    """Start ``cmd`` and SIGKILL it as soon as ``ready()`` holds (polled every 20 ms)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while not ready() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
 
 
 def test_killed_cohort_runs_resume_to_identical_results(cohort, tmp_path):
@@ -159,12 +142,9 @@ def test_killed_cohort_runs_resume_to_identical_results(cohort, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(manifest.parent, data)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "anomalyclip_med", "evaluate", "--dataset", "manifest", str(data / manifest.name),
-           "--out", str(out), *TINY, *PROMPTS]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    _kill_when(cmd, lambda: out.exists(), env)  # as soon as the output folder appears
-    _kill_when(cmd, lambda: any(out.rglob("metrics.json")), env)  # right after the first case finished
-    _kill_when(cmd, lambda: len(list(out.rglob("*_scores.json"))) >= 4, env)  # in the middle of the cohort
+    args = ["evaluate", "--dataset", "manifest", data / manifest.name, "--out", out, *TINY, *PROMPTS]
+    kill_when(args, lambda: any(out.rglob("metrics.json")))  # right after the first case finished
+    kill_when(args, lambda: len(list(out.rglob("*_scores.json"))) >= 4)  # in the middle of the cohort
     proc = run_cli("evaluate", "--dataset", "manifest", data / manifest.name, "--out", out, *TINY, *PROMPTS)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     resumed, first = cases_table(out), cases_table(reference)
