@@ -21,14 +21,23 @@ from anomalyclip_med.cli.options import model_from_args
 from anomalyclip_med.errors import AnomalyCLIPMedError
 from anomalyclip_med.io.scans import expand_sources
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
-__all__ = ["default_prompts", "scan_datalist", "build_model", "run_command"]
+__all__ = ["default_prompts", "default_weights_dir", "scan_datalist", "build_model", "run_command"]
 
 
-def default_prompts(bundle_root: str | os.PathLike) -> str | None:
-    """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
+def default_prompts(bundle_root: str | os.PathLike) -> str:
+    """The bundle's own prompts ``models/model.pt`` (see ``anomalyclip-med export-bundle``) when present, else the
+    named default (``mvtec-trained``: fetched, verified and cached on first use)."""
     path = Path(bundle_root) / "models" / "model.pt"
-    return str(path) if path.is_file() else None
+    return str(path) if path.is_file() else DEFAULT_PROMPTS
+
+
+def default_weights_dir(bundle_root: str | os.PathLike) -> str | None:
+    """The bundle's ``models`` folder, where ``large_files.yml`` puts the weights (and where ``anomalyclip-med
+    fetch-weights --dest`` can put them), if it exists: searched before the cache."""
+    path = Path(bundle_root) / "models"
+    return str(path) if path.is_dir() else None
 
 
 def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
@@ -47,22 +56,33 @@ def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[
         raise SystemExit(f"error: {err}") from None
 
 
+# the bundle's names for the options an offline error points to
+_BUNDLE_FLAGS = {"backbone": "--backbone_weights", "prompts": "--prompts", "weights_dir": "--weights_dir"}
+
+
 def build_model(
     backbone: str | None = None,
     backbone_weights: str | None = "openai",
-    prompts: str | None = None,
+    prompts: str | None = DEFAULT_PROMPTS,
     image_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    weights_dir: str | None = None,
+    feature_layers: list[int] | None = None,
+    map_layers: list[int] | None = None,
 ) -> AnomalyCLIP:
     """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
     device, seed 0 before a random backbone is drawn)."""
-    args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts or None,
-                              image_size=image_size, device=device, precision=precision)
+    args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts,
+                              image_size=image_size, device=device, precision=precision, weights_dir=weights_dir,
+                              feature_layers=feature_layers, map_layers=map_layers)
     try:
         model = model_from_args(args)
+    except WeightsUnavailableError as err:
+        raise SystemExit(f"error: {err.describe(_BUNDLE_FLAGS)}") from None
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}\n(bundle overrides: --backbone_weights PATH, --prompts PATH)") from None
+        raise SystemExit(f"error: {err} (bundle overrides: --backbone_weights PATH, --prompts NAME_OR_PATH, "
+                         "--weights_dir DIR)") from None
     if model.untrained_warning:
         print(model.untrained_warning)
     return model.eval()

@@ -8,13 +8,15 @@ import torch
 
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS
 from anomalyclip_med.network.model import PRECISIONS, AnomalyCLIP
+from anomalyclip_med.weights import CACHE_ENV, DEFAULT_PROMPTS, UNTRAINED, WEIGHTS_DIR_ENV
 
 __all__ = ["add_model_options", "model_from_args", "resolve_device", "add_scan_options", "scan_options_from_args"]
 
 _RANDOM = ("none", "random")
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, prompts: str = DEFAULT_PROMPTS) -> None:
+    """The model flags; ``prompts`` is the command's default for ``--prompts`` (``train`` starts untrained)."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--backbone",
@@ -28,8 +30,19 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"open_clip pretrained tag (default '{DEFAULT_WEIGHTS}', downloaded by open_clip), a weights file "
         "(OpenAI .pt TorchScript or state dict, open_clip checkpoint), or 'none' for RANDOM weights (tests only)",
     )
-    g.add_argument("--prompts", default=None, help="prompt checkpoint (authors' or anomalyclip_med format); "
-                   "default: freshly initialised UNTRAINED prompts")
+    g.add_argument("--prompts", default=prompts,
+                   help=f"'{DEFAULT_PROMPTS}' (the authors' prompts trained on MVTec AD, for medical data; downloaded, "
+                   "verified and cached on first use), 'visa-trained' (theirs trained on VisA, for MVTec AD), a prompt "
+                   f"checkpoint file (authors' or anomalyclip_med format), or '{UNTRAINED}' (fresh, seeded prompts); "
+                   f"default {prompts}")
+    g.add_argument("--weights-dir", default=None, metavar="DIR",
+                   help="folder written by 'anomalyclip-med fetch-weights --dest DIR' (air-gapped machines), searched "
+                   f"before the cache (also ${WEIGHTS_DIR_ENV}; cache: ${CACHE_ENV}, default ~/.cache/anomalyclip_med)")
+    g.add_argument("--feature-layers", type=int, nargs="+", default=None, metavar="N",
+                   help="visual layers (1-based) whose patch features are used: default the paper's 6 12 18 24 "
+                   "(scaled to the backbone's depth); 24 alone is the authors' train.sh/test.sh protocol")
+    g.add_argument("--map-layers", type=int, nargs="+", default=None, metavar="N",
+                   help="which feature layers are summed into the anomaly map (-1: the deepest); default all")
     g.add_argument("--image-size", type=int, default=None, help="network input size, a multiple of the patch "
                    "size (default 518)")
     g.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
@@ -52,6 +65,9 @@ def model_from_args(args: argparse.Namespace) -> AnomalyCLIP:
         backbone_weights=weights,
         prompts=args.prompts,
         image_size=args.image_size,
+        weights_dir=args.weights_dir,
+        feature_layers=args.feature_layers,
+        map_layers=args.map_layers,
         device=resolve_device(args.device),
         precision=args.precision,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from anomalyclip_med.cli.options import add_model_options, model_from_args, resolve_device
 from anomalyclip_med.data import DATASETS, load_samples
@@ -11,6 +12,7 @@ from anomalyclip_med.data.dataset import AnomalyDataset, verify_samples
 from anomalyclip_med.training.loop import TrainSettings, check_out_dir, train
 from anomalyclip_med.training.optim import LEARNING_RATE
 from anomalyclip_med.utils.distributed import DistributedContext
+from anomalyclip_med.weights import UNTRAINED
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv-log", action="store_true", help="write --out/train_log.csv with the per-epoch losses")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard scalars to --out/tensorboard")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_model_options(p)
+    add_model_options(p, prompts=UNTRAINED)  # the paper trains from fresh prompts; a name or file fine-tunes
     p.set_defaults(func=run)
 
 
@@ -51,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out, args.resume, settings)
     with DistributedContext.from_env(resolve_device(args.device)) as ctx:
         args.device = ctx.device
-        model = model_from_args(args)
+        with warnings.catch_warnings():
+            # fresh prompts are where training starts, not a result to warn about
+            warnings.filterwarnings("ignore", message=".*UNTRAINED prompts")
+            model = model_from_args(args)
         if model.backbone_info.random_weights and ctx.is_main:
             print("WARNING: training on a backbone with RANDOM weights - the prompts will be meaningless for real use.")
         dataset = AnomalyDataset(samples, model.config.image_size, model.mean, model.std, verify=False)

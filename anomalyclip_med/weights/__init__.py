@@ -1,0 +1,58 @@
+"""Named weights (the authors' trained prompts, the CLIP backbone): registry, cache, verified downloads."""
+
+from anomalyclip_med.weights.fetch import (
+    CACHE_ENV,
+    WEIGHTS_DIR_ENV,
+    DownloadError,
+    WeightsUnavailableError,
+    WeightsVerificationError,
+    cache_dir,
+    download,
+    ensure_weights,
+    file_digest,
+    locate,
+    verify,
+    weights_dirs,
+)
+from anomalyclip_med.weights.registry import (
+    AUTHORS_COMMIT,
+    BACKBONE_WEIGHTS_NAME,
+    DEFAULT_PROMPTS,
+    REGISTRY_ENV,
+    UNTRAINED,
+    URL_BASE_ENV,
+    NamedWeights,
+    default_backbone_entry,
+    prompt_names,
+    registry,
+)
+from anomalyclip_med.weights.sources import PromptSource, ResolvedWeights, parse_prompts, resolve_weights
+
+__all__ = [
+    "AUTHORS_COMMIT",
+    "BACKBONE_WEIGHTS_NAME",
+    "CACHE_ENV",
+    "DEFAULT_PROMPTS",
+    "REGISTRY_ENV",
+    "UNTRAINED",
+    "URL_BASE_ENV",
+    "WEIGHTS_DIR_ENV",
+    "DownloadError",
+    "NamedWeights",
+    "PromptSource",
+    "ResolvedWeights",
+    "WeightsUnavailableError",
+    "WeightsVerificationError",
+    "cache_dir",
+    "default_backbone_entry",
+    "download",
+    "ensure_weights",
+    "file_digest",
+    "locate",
+    "parse_prompts",
+    "prompt_names",
+    "registry",
+    "resolve_weights",
+    "verify",
+    "weights_dirs",
+]
