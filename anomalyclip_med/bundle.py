@@ -70,12 +70,13 @@ def build_model(
     weights_dir: str | None = None,
     feature_layers: list[int] | None = None,
     map_layers: list[int] | None = None,
+    compile_network: bool = False,
 ) -> AnomalyCLIP:
     """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
-    device, seed 0 before a random backbone is drawn)."""
+    device, seed 0 before a random backbone is drawn; ``compile_network`` is ``--compile``)."""
     args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts,
                               image_size=image_size, device=device, precision=precision, weights_dir=weights_dir,
-                              feature_layers=feature_layers, map_layers=map_layers)
+                              feature_layers=feature_layers, map_layers=map_layers, compile=compile_network)
     try:
         model = model_from_args(args)
     except WeightsUnavailableError as err:

@@ -88,16 +88,25 @@ class AnomalyCLIP(nn.Module):
         backbone_info: identity of the backbone weights.
         config: network settings.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast dtype of the image tower.
+        compile_network: run the image tower through ``torch.compile`` (opt-in: the first batch of each input
+            shape then compiles, which takes minutes for ViT-L; see docs/performance.md for when it pays).
     """
 
     def __init__(
-        self, clip: CLIP, backbone_info: BackboneInfo, config: AnomalyCLIPConfig | None = None, precision: str = "fp32"
+        self,
+        clip: CLIP,
+        backbone_info: BackboneInfo,
+        config: AnomalyCLIPConfig | None = None,
+        precision: str = "fp32",
+        compile_network: bool = False,
     ) -> None:
         super().__init__()
         self.config = config or AnomalyCLIPConfig()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
         self.precision = precision
+        self.compile_network = bool(compile_network)
+        self._image_tower = torch.compile(dpam_forward, dynamic=False) if compile_network else dpam_forward
         self.clip = clip.eval().requires_grad_(False)
         self.backbone_info = backbone_info
         n_layers = backbone_info.vision_layers
@@ -133,6 +142,7 @@ class AnomalyCLIP(nn.Module):
         weights_dir: str | os.PathLike | None = None,
         feature_layers: Sequence[int] | None = None,
         map_layers: Sequence[int] | None = None,
+        compile_network: bool = False,
     ) -> AnomalyCLIP:
         """
         Build AnomalyCLIP from backbone weights and prompts.
@@ -154,6 +164,7 @@ class AnomalyCLIP(nn.Module):
             weights_dir: a folder written by ``anomalyclip-med fetch-weights``, searched before the cache.
             feature_layers: visual layers (1-based) whose patch features are computed (replaces the config's).
             map_layers: which of those layers are summed into the anomaly map (replaces the config's).
+            compile_network: ``torch.compile`` the image tower (opt-in, see the class).
         """
         device = torch.device(device)
         if precision not in PRECISIONS:
@@ -167,8 +178,9 @@ class AnomalyCLIP(nn.Module):
             config = AnomalyCLIPConfig.from_dict(stored) if stored else AnomalyCLIPConfig()
         overrides = {"image_size": image_size, "feature_layers": feature_layers, "map_layers": map_layers}
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=cache_dir)
-        model = cls(clip, info, config, precision)
+        # a weights file is read straight onto the device into a backbone built without random initialisation
+        clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=cache_dir, device=device)
+        model = cls(clip, info, config, precision, compile_network)
         if checkpoint is not None:
             name = files.prompts_entry.name if files.prompts_entry else None
             try:
@@ -294,7 +306,7 @@ class AnomalyCLIP(nn.Module):
         if text_features is None:
             text_features = self.encode_text() if self.training else self.text_features()
         with self._autocast():
-            global_features, patch_features = dpam_forward(
+            global_features, patch_features = self._image_tower(
                 self.clip.visual, images, self.feature_layers, self.dpam_layers
             )
         global_features = global_features.float()
