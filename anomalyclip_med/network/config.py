@@ -7,7 +7,10 @@ from typing import Any
 
 from anomalyclip_med.errors import InputError
 
-__all__ = ["AnomalyCLIPConfig"]
+__all__ = ["REFERENCE_SEED", "AnomalyCLIPConfig"]
+
+# the reference seeds everything with this value (its setup_seed(111)): the prompt initialisation and training
+REFERENCE_SEED = 111
 
 
 @dataclass
@@ -43,7 +46,7 @@ class AnomalyCLIPConfig:
     map_layers: tuple[int, ...] | None = None
     sigma: float = 4.0
     temperature: float = 0.07
-    seed: int = 111
+    seed: int = REFERENCE_SEED
 
     def __post_init__(self) -> None:
         if self.feature_layers is not None:
