@@ -89,11 +89,12 @@ def test_model_options_validate_and_default_to_auto_device():
                       ({"image_size": 3.5}, "image_size")):
         with pytest.raises(InputError, match=rf"Invalid model option {name}="):
             ModelOptions(**bad)
-    assert ModelOptions(backbone="", prompts="").backbone is None  # "" from a config means "not set"
+    unset = ModelOptions(backbone="", prompts="")  # "" from a config means "not set": the default
+    assert unset.backbone is None and unset.prompts == "mvtec-trained"
 
 
 def test_create_model_with_auto_device_seeds_the_random_backbone():
-    options = ModelOptions(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_size=56)
+    options = ModelOptions(backbone=str(TINY_CLIP_JSON), backbone_weights="none", prompts="untrained", image_size=56)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a, b = create_model(options), create_model(options)
