@@ -15,6 +15,7 @@ from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.training.loop import TrainSettings
+from anomalyclip_med.training.run import TRAIN_PROMPTS
 from conftest import TESTS, TINY_CLIP_JSON
 
 PACKAGE = TESTS.parent / "anomalyclip_med"
@@ -75,10 +76,14 @@ def test_command_line_defaults_are_the_dataclass_defaults(command):
     checked = 0
     for cls in classes:
         for f in dataclasses.fields(cls):
-            if f.name in defaults and not (command == "train" and cls is ModelOptions and f.name == "seed"):
+            # training has its own seed and starts from its own prompts (TRAIN_PROMPTS: untrained, as the paper)
+            own = command == "train" and cls is ModelOptions and f.name in ("seed", "prompts")
+            if f.name in defaults and not own:
                 assert defaults[f.name] == f.default, (command, cls.__name__, f.name)
                 checked += 1
     assert checked >= 6
+    if command == "train":
+        assert defaults["prompts"] == TRAIN_PROMPTS == "untrained"
 
 
 def test_model_options_validate_and_default_to_auto_device():

@@ -17,7 +17,10 @@ from anomalyclip_med.training.loop import TrainResult, TrainSettings, check_out_
 from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.weights import UNTRAINED
 
-__all__ = ["TrainData", "train_on_dataset"]
+__all__ = ["TRAIN_PROMPTS", "TrainData", "train_on_dataset"]
+
+# where training starts: the paper's fresh, seeded prompts (a named or file ``prompts`` fine-tunes from those)
+TRAIN_PROMPTS = UNTRAINED
 
 
 @dataclass
@@ -59,14 +62,13 @@ def train_on_dataset(
         data: the dataset.
         out_dir: output folder for checkpoints and logs.
         settings: hyper-parameters and logging (defaults: :class:`TrainSettings`).
-        model: the network to build (defaults: :class:`ModelOptions` with ``prompts="untrained"``).
+        model: the network to build (defaults: :class:`ModelOptions` with ``prompts=TRAIN_PROMPTS``).
         resume: continue the run in ``out_dir`` from its last checkpoint.
 
     Returns:
         the last checkpoint and the per-epoch losses (``None`` in ``torchrun`` processes other than rank 0).
     """
-    # the paper trains from fresh prompts; a named or file ``prompts`` fine-tunes from those instead
-    settings, model_options = settings or TrainSettings(), model or ModelOptions(prompts=UNTRAINED)
+    settings, model_options = settings or TrainSettings(), model or ModelOptions(prompts=TRAIN_PROMPTS)
     samples = load_samples(data.format, data.root, data.split)
     verify_samples(samples, progress=settings.progress)
     check_out_dir(out_dir, resume, settings)

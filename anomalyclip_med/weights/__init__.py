@@ -26,7 +26,13 @@ from anomalyclip_med.weights.registry import (
     prompt_names,
     registry,
 )
-from anomalyclip_med.weights.sources import PromptSource, ResolvedWeights, parse_prompts, resolve_weights
+from anomalyclip_med.weights.sources import (
+    PromptSource,
+    ResolvedWeights,
+    parse_prompts,
+    prompt_path,
+    resolve_weights,
+)
 
 __all__ = [
     "AUTHORS_COMMIT",
@@ -50,6 +56,7 @@ __all__ = [
     "file_digest",
     "locate",
     "parse_prompts",
+    "prompt_path",
     "prompt_names",
     "registry",
     "resolve_weights",
