@@ -138,7 +138,8 @@ def test_bundle_masks_the_body_quietly_and_obeys_its_overrides(tmp_path):
     scans.mkdir()
     head = synthetic_head_ct(shape=(32, 28, 12))
     save_nifti(head, np.eye(4), scans / "head.nii.gz")
-    tiny = ["--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--image_size", "56", "--device", "cpu"]
+    tiny = ["--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--prompts", "untrained", "--image_size", "56",
+            "--device", "cpu"]
     maps = {}
     for name, extra in (("masked", []), ("raw", ["--body_mask", "False", "--verbose", "true"])):
         proc = _bundle_run("inference.json", "--dataset_dir", scans, "--output_dir", tmp_path / name, *tiny, *extra)
