@@ -18,17 +18,17 @@ def images():
 def test_last_layer_only_equals_the_last_of_all_layers(images):
     every = tiny_model()  # the tiny tower has 4 layers: the paper's quarters are 1 2 3 4
     assert every.feature_layers == (1, 2, 3, 4) and every.map_layers == (1, 2, 3, 4)
-    maps = every.predict(images).layer_maps
+    maps = every.predict(images, layer_maps=True).layer_maps
     for kwargs in ({"feature_layers": (4,)}, {"map_layers": (4,)}, {"map_layers": (-1,)},
                    {"feature_layers": (2, 4), "map_layers": (4,)}):
         model = tiny_model(**kwargs)
         assert model.map_layers == (4,), kwargs
-        out = model.predict(images)
+        out = model.predict(images, layer_maps=True, features=True)
         assert out.layer_maps.shape[0] == 1
         torch.testing.assert_close(out.layer_maps[0], maps[3], rtol=0, atol=1e-6)
-        assert len(out.extras["patch_features"]) == len(model.feature_layers)
-    two = tiny_model(map_layers=(2, 4)).predict(images)
-    torch.testing.assert_close(two.combined_map, maps[1] + maps[3], rtol=0, atol=1e-5)
+        assert len(out.patch_features) == len(model.feature_layers)
+    two = tiny_model(map_layers=(2, 4)).predict(images, smooth=False)
+    torch.testing.assert_close(two.anomaly_map, ((maps[1] + maps[3]) / 2).clamp(0, 1), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, says", [({"feature_layers": (5,)}, "layers 1..4"),
