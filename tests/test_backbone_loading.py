@@ -104,7 +104,8 @@ def test_a_backbone_whose_blocks_dpam_cannot_run_is_refused(tmp_path):
         load_backbone(str(config), weights)
     proc = subprocess.run(
         [sys.executable, "-m", "anomalyclip_med", "predict", str(TESTS.parent / "examples" / "images"), "--out",
-         str(tmp_path / "out"), "--backbone", str(config), "--backbone-weights", str(weights), "--image-size", "56"],
+         str(tmp_path / "out"), "--backbone", str(config), "--backbone-weights", str(weights), "--prompts", "untrained",
+         "--image-size", "56"],
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=300,
     )
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "CustomResidualAttentionBlock" in proc.stderr
