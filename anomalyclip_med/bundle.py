@@ -29,22 +29,36 @@ from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.loop import TrainResult
 from anomalyclip_med.training.run import train_on_dataset
 from anomalyclip_med.training.settings import TrainData, TrainSettings
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
-__all__ = ["default_prompts", "scan_datalist", "build_model", "evaluate", "train", "as_bool"]
+__all__ = ["default_prompts", "default_weights_dir", "scan_datalist", "build_model", "evaluate", "train", "as_bool"]
 
 T = TypeVar("T")
-_FIX = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
+_FIX = "(bundle overrides: --backbone_weights PATH, --prompts NAME_OR_PATH, --weights_dir DIR)"
+# the bundle's names for the options an offline error points to
+_BUNDLE_FLAGS = {"backbone": "--backbone_weights", "prompts": "--prompts", "weights_dir": "--weights_dir"}
 
 
-def default_prompts(bundle_root: str | os.PathLike) -> str | None:
-    """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
+def default_prompts(bundle_root: str | os.PathLike) -> str:
+    """The bundle's own prompts ``models/model.pt`` (see ``anomalyclip-med export-bundle``) when present, else the
+    named default (``mvtec-trained``: fetched, verified and cached on first use)."""
     path = Path(bundle_root) / "models" / "model.pt"
-    return str(path) if path.is_file() else None
+    return str(path) if path.is_file() else DEFAULT_PROMPTS
+
+
+def default_weights_dir(bundle_root: str | os.PathLike) -> str | None:
+    """The bundle's ``models`` folder, where ``large_files.yml`` puts the weights (and where ``anomalyclip-med
+    fetch-weights --dest`` can put them), if it exists: searched before the cache."""
+    path = Path(bundle_root) / "models"
+    return str(path) if path.is_dir() else None
 
 
 def _user_errors(call: Callable[[], T], hint: str = "") -> T:
     try:
         return call()
+    except WeightsUnavailableError as err:  # one line naming each missing file with the bundle's overrides
+        print(f"error: {err.describe(_BUNDLE_FLAGS)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except AnomalyCLIPMedError as err:  # exit status 2, as the command line's
         print(f"error: {err}" + (f" {hint}" if hint else ""), file=sys.stderr)
         raise SystemExit(2) from None
@@ -95,8 +109,8 @@ def _check_known(values: dict[str, Any], *classes: type) -> None:
 
 def build_model(**options: Any) -> AnomalyCLIP:
     """The model as every face builds it: keyword options are :class:`ModelOptions` fields (``backbone``,
-    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
-    ``seed``)."""
+    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``weights_dir``, ``feature_layers``, ``map_layers``,
+    ``image_size``, ``device`` ("auto"), ``precision``, ``seed``)."""
 
     def check() -> ModelOptions:  # option errors (a device this machine lacks...) name their own override
         _check_known(options, ModelOptions)

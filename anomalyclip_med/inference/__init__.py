@@ -9,7 +9,10 @@ from anomalyclip_med._exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
-        "options": ("AGGREGATIONS", "LoadingOptions", "ScoringOptions", "OutputOptions", "scan_options_record"),
+        "options": (
+            "AGGREGATIONS", "PREDICT_BATCH_SIZE", "LoadingOptions", "ScoringOptions", "OutputOptions",
+            "scan_options_record"
+        ),
         "images2d": ("ImageResult", "output_names", "preprocess_images", "predict_images"),
         "inferer": ("SliceAnomalyInferer",),
         "scan": (

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from anomalyclip_med.io.images import check_image, read_image, to_rgb
 from anomalyclip_med.io.overlay import heatmap_overlay, save_png
+from anomalyclip_med.inference.options import PREDICT_BATCH_SIZE
 from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.transforms.image2d import image_transform
@@ -70,7 +71,7 @@ def predict_images(
     model: AnomalyCLIP,
     images: list[Path],
     out_dir: str | os.PathLike,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[ImageResult]:

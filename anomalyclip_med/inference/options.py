@@ -20,9 +20,12 @@ from anomalyclip_med.transforms.windows import PRESETS
 if TYPE_CHECKING:
     from anomalyclip_med.transforms.intensity import IntensityPreset
 
-__all__ = ["AGGREGATIONS", "LoadingOptions", "ScoringOptions", "OutputOptions", "scan_options_record"]
+__all__ = [
+    "AGGREGATIONS", "PREDICT_BATCH_SIZE", "LoadingOptions", "ScoringOptions", "OutputOptions", "scan_options_record"
+]
 
 AGGREGATIONS = ("topk_mean", "max", "mean")
+PREDICT_BATCH_SIZE = 8  # 2D images per forward pass (the predict command's --batch-size default)
 
 
 def _invalid(kind: str, name: str, value: Any, rule: str) -> InputError:

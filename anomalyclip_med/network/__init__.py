@@ -10,10 +10,13 @@ from anomalyclip_med._exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
-        "backbone": ("BackboneInfo", "load_backbone", "read_state_dict"),
+        "backbone": (
+            "BackboneInfo", "BackboneSource", "SourceKind", "parse_backbone_source", "check_image_tower",
+            "load_backbone", "read_state_dict"
+        ),
         "checkpoint": (
             "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
-            "save_prompt_checkpoint", "file_sha256"
+            "save_prompt_checkpoint", "file_sha256", "load_failure"
         ),
         "config": ("REFERENCE_SEED", "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "PRECISION_NAMES", "AnomalyCLIPConfig"),
         "factory": (

@@ -14,7 +14,7 @@ __all__, __getattr__ = lazy_exports(
         ),
         "objective": ("PIXEL_WEIGHT", "compute_losses"),
         "optim": ("BETAS", "make_optimizer"),
-        "settings": ("LEARNING_RATE", "TrainSettings", "TrainData"),
+        "settings": ("LEARNING_RATE", "TRAIN_PROMPTS", "TrainSettings", "TrainData"),
         "losses": ("FocalLoss", "dice_loss"),
         "run": ("train_on_dataset",),
     },

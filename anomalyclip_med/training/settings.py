@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.network.config import REFERENCE_SEED
+from anomalyclip_med.weights import UNTRAINED
 
-__all__ = ["LEARNING_RATE", "TrainSettings", "TrainData"]
+__all__ = ["LEARNING_RATE", "TRAIN_PROMPTS", "TrainSettings", "TrainData"]
 
 LEARNING_RATE = 1e-3  # the reference's Adam learning rate
+# where training starts: the paper's fresh, seeded prompts (a named or file ``prompts`` fine-tunes from those)
+TRAIN_PROMPTS = UNTRAINED
 
 
 @dataclass
