@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 from anomalyclip_med.cli.options import (
+    add_calibration_options,
     add_model_options,
     add_scan_options,
+    calibration_options_from_args,
     model_from_args,
     resolve_device,
     scan_options_from_args,
@@ -22,6 +24,7 @@ from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_sampl
 from anomalyclip_med.evaluation.cohort import evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
 from anomalyclip_med.evaluation.manifest import read_manifest
+from anomalyclip_med.evaluation.protocols import METRIC_SETS
 from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.utils.distributed import DistributedContext
 
@@ -52,11 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--limit", type=int, default=None, help="at most N images per class, evenly spaced over the "
                    "class's sorted list (quick checks)")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--metric-set", default=None, choices=sorted(METRIC_SETS),
+                   help="table columns of a published protocol: anomalyclip, bmad (image AUROC, pixel AUROC, AUPRO) "
+                   "or medianomaly (image AUROC/AP, pixel AUROC/AP, best Dice); default: the dataset's own")
     g = p.add_argument_group("cohort manifest")
     g.add_argument("--datalist-key", default="testing", help="list to read from a MONAI datalist JSON")
     add_scan_options(g)
     g.add_argument("--montage", type=int, default=6, help="worst misses shown in worst_misses.png")
     g.add_argument("--overwrite", action="store_true", help="recompute cases that finished in an earlier run")
+    add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -64,12 +71,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _benchmark(args, model, ctx: DistributedContext) -> dict:
     samples = subsample(load_samples(args.dataset, args.root, split=args.split), args.limit)
     progress = ctx.is_main and sys.stderr.isatty()
+    decision = calibration_options_from_args(args).decision("images", model.identity())
     images, pixels = evaluate_samples(model, samples, ctx, args.batch_size, args.num_workers, progress)
     info = {"n_images": len(images)}
     if ctx.is_main:
         per_class, mean = dataset_metrics(images, pixels)
         extra = {"dataset": args.dataset, "root": str(args.root), "split": args.split, "limit": args.limit}
-        paths = write_dataset_report(images, per_class, mean, args.out, args.dataset, extra)
+        paths = write_dataset_report(images, per_class, mean, args.out, args.dataset, extra, args.metric_set,
+                                     decision)
         print(Path(paths["metrics_md"]).read_text(encoding="utf-8"))
     return info
 
