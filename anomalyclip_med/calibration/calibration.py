@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,16 @@ class CalibratedDecision:
         self.map_output = map_output
         self.fprs = {level: self.map_fpr if level == calibration.map_level else self.target_fpr
                      for level in calibration.levels}
-        self.thresholds = {level: calibration.levels[level].threshold(fpr) for level, fpr in self.fprs.items()}
+        self.thresholds: dict[str, float] = {}
+        for level, fpr in self.fprs.items():
+            threshold = calibration.levels[level].threshold(fpr)
+            if threshold is None:  # even a score above every normal has p = 1 / (n + 1) > fpr
+                n = calibration.levels[level].n
+                raise InputError(
+                    f"Calibration '{calibration.source}' holds {n} normal {level}s: a {level} flag at false-positive "
+                    f"rate {fpr:g} needs at least {int(np.ceil(1 / fpr - 1 - 1e-9))} (p-values are >= 1 / (n + 1)); "
+                    "calibrate on more normals or ask for a higher rate.")
+            self.thresholds[level] = threshold
 
     def p_values(self, level: str, values) -> np.ndarray:
         return self.calibration.levels[level].p_values(values)
@@ -283,12 +292,19 @@ class CalibratedDecision:
         """``p <= fpr`` at ``level`` (the same as ``value >= threshold``; nothing when the threshold is None)."""
         return self.p_values(level, values) <= self.fprs[level]
 
+    @property
+    def map_threshold(self) -> float:
+        """The map value from which a voxel (pixel) is in the labelmap (a bin edge: exact in float32)."""
+        return self.thresholds[self.calibration.map_level]
+
+    def scoring_options(self, options):
+        """``options`` (a dataclass with a ``threshold`` field) with the labelmap threshold replaced by the calibrated
+        one, so the labelmap is made where it always is (on the device)."""
+        return replace(options, threshold=self.map_threshold)
+
     def labelmap(self, anomaly_map: np.ndarray) -> np.ndarray:
         """uint8 labelmap of the voxels (pixels) flagged at the map false-positive rate."""
-        t = self.thresholds[self.calibration.map_level]
-        if t is None:
-            return np.zeros(anomaly_map.shape, dtype=np.uint8)
-        return (anomaly_map >= np.float32(t)).astype(np.uint8)
+        return (anomaly_map >= np.float32(self.map_threshold)).astype(np.uint8)
 
     def output_map(self, anomaly_map: np.ndarray) -> np.ndarray:
         """The map to write: the probabilities as they are, or their calibrated voxel p-values (float32)."""

@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 from anomalyclip_med.calibration.calibration import Calibration, comparable_model, comparable_scoring
 from anomalyclip_med.calibration.distribution import ScoreDistribution
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
-from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import atomic_path
+
+if TYPE_CHECKING:  # the command line reads this package's options without loading torch
+    from anomalyclip_med.network.model import AnomalyCLIP
 
 __all__ = ["CalibrationRun", "parts_dir", "calibrate_scans", "calibrate_images"]
 
@@ -184,7 +186,8 @@ def calibrate_scans(
         InputError: clashing case names, an output that would overwrite an input, an unwritable location.
         OutputExistsError: ``out`` exists without ``overwrite`` or ``resume``.
     """
-    from anomalyclip_med.inference.scan import score_loaded_scan
+    from anomalyclip_med.inference.scan import aggregate_scores
+    from anomalyclip_med.inference.slices import plan_slices, score_planned
     from anomalyclip_med.io.scans import LoadScan, case_id_of
 
     out = Path(out)
@@ -196,14 +199,20 @@ def calibrate_scans(
                          "or rename them.")
     parts = _prepare(out, overwrite, resume, sources)
     template = Calibration.empty("scans", model.identity(), options)
-    quiet = type(options)(**{**options.__dict__, "progress": False})
-
     def score(batch: list[Path]) -> list[dict[str, ScoreDistribution]]:
         (source,) = batch
         image = LoadScan(options.series_uid, options.volume_index)(source)
-        result, scan_score = score_loaded_scan(model, image, preset, quiet)
-        voxels = np.moveaxis(result.anomaly_map, result.geometry.axis, 0)[result.scored]
-        return [template.case_part(voxels, result.slice_scores[result.scored], scan_score)]
+        plan = plan_slices(image, preset, model.config.image_size, model.mean, model.std, options.axis,
+                           options.skip_empty, options.min_foreground, body_mask=options.body_mask)
+        result = score_planned(model, image, plan, options.batch_size, options.z_smooth)
+        scan_score = aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
+        # the voxel level counts the voxels a labelmap can flag: those of scored slices, inside the body when the
+        # map is masked to it (outside it the map is 0 and never flagged)
+        voxels = np.zeros(result.anomaly_map.shape, dtype=bool)
+        np.moveaxis(voxels, result.geometry.axis, 0)[result.scored] = True
+        if plan.body is not None:
+            voxels &= plan.body.cpu().numpy().astype(bool)
+        return [template.case_part(result.anomaly_map[voxels], result.slice_scores[result.scored], scan_score)]
 
     cases = [(n, s, _key(s, model, options)) for n, s in zip(names, sources)]
     return _finish(_run_cases(cases, template, parts, resume, score, 1, progress), out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binom, binomtest
 
 __all__ = ["clopper_pearson", "binomial_range", "operating_point"]
 
@@ -11,6 +10,8 @@ __all__ = ["clopper_pearson", "binomial_range", "operating_point"]
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
     """Exact (Clopper-Pearson) two-sided interval of a proportion from ``k`` successes in ``n`` trials; (None,
     None) when ``n`` is 0."""
+    from scipy.stats import binomtest  # scipy.stats loads in ~0.5 s: only when an interval is asked for
+
     if n == 0:
         return None, None
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
@@ -20,6 +21,8 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float | N
 def binomial_range(n: int, p: float, confidence: float = 0.95) -> tuple[int, int]:
     """The central ``confidence`` range ``[lo, hi]`` of counts of a Binomial(n, p): each tail outside holds at most
     ``(1 - confidence) / 2`` of the mass (the exact interval a count must fall in when the true rate is ``p``)."""
+    from scipy.stats import binom
+
     tail = (1.0 - confidence) / 2
     lo = int(binom.ppf(tail, n, p))
     if binom.cdf(lo, n, p) <= tail:  # ppf returns the smallest k with cdf >= tail; exclude it if it is a tail

@@ -20,6 +20,7 @@ from anomalyclip_med.cli.options import (
     scan_options_from_args,
 )
 from anomalyclip_med.data import DATASETS, load_samples
+from anomalyclip_med.errors import InputError
 from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
 from anomalyclip_med.evaluation.cohort import evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
@@ -86,10 +87,13 @@ def _benchmark(args, model, ctx: DistributedContext) -> dict:
 def _cohort(args, model, ctx: DistributedContext) -> dict:
     cases = read_manifest(args.root, args.datalist_key)
     options = scan_options_from_args(args, overwrite=args.overwrite, progress=False)
+    decision = calibration_options_from_args(args).decision("scans", model.identity(), options)
+    if decision is not None:
+        options = decision.scoring_options(options)
     progress = ctx.is_main and sys.stderr.isatty()
-    records, counts = evaluate_cohort(model, cases, args.out, options, ctx, progress)
+    records, counts = evaluate_cohort(model, cases, args.out, options, ctx, progress, decision)
     if ctx.is_main:
-        paths = write_cohort_report(records, args.out, args.threshold, args.montage)
+        paths = write_cohort_report(records, args.out, options.threshold, args.montage, decision)
         print(Path(paths["report_md"]).read_text(encoding="utf-8").split("## Scan level")[0].strip())
         print(f"cases: {counts}; report: {paths['report_md']}")
     return {"cases": counts}
@@ -97,6 +101,9 @@ def _cohort(args, model, ctx: DistributedContext) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     started = time.time()
+    if calibration_options_from_args(args).map_output == "calibrated":
+        raise InputError("evaluate computes its voxel metrics from the probability maps: leave out --map calibrated "
+                         "(write calibrated maps with 'score --map calibrated').")
     with DistributedContext.from_env(resolve_device(args.device)) as ctx:
         args.device = ctx.device
         model = model_from_args(args).eval()

@@ -6,7 +6,14 @@ import argparse
 import sys
 from collections import Counter
 
-from anomalyclip_med.cli.options import add_model_options, add_scan_options, model_from_args, scan_options_from_args
+from anomalyclip_med.cli.options import (
+    add_calibration_options,
+    add_model_options,
+    add_scan_options,
+    calibration_options_from_args,
+    model_from_args,
+    scan_options_from_args,
+)
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
 from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
 from anomalyclip_med.io.scans import case_id_of, expand_sources
@@ -35,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "ignored for files)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -68,18 +76,22 @@ def run(args: argparse.Namespace) -> int:
     options.intensity_preset()  # bad options fail before the weights load
     sources = expand_sources(args.inputs)
     _preflight(sources, args)
+    calibration = calibration_options_from_args(args)
     model = model_from_args(args)
+    decision = calibration.decision("scans", model.identity(), options)
     if model.untrained_warning:
         print(model.untrained_warning)
     failed = 0
     for source in sources:
         try:
-            result = score_scan(model, source, args.out, options)
+            result = score_scan(model, source, args.out, options, decision)
         except AnomalyCLIPMedError as err:  # one bad scan must not stop the others; each case is all-or-nothing
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{result.case_id}: scan score {result.scan_score:.4f} ({result.scored_slices}/"
+        flag = "" if decision is None else (f", scan p-value {decision.p_values('scan', [result.scan_score])[0]:.4f}"
+                                            f"{' FLAGGED' if decision.flags('scan', [result.scan_score])[0] else ''}")
+        print(f"{result.case_id}: scan score {result.scan_score:.4f}{flag} ({result.scored_slices}/"
               f"{len(result.slice_scores)} slices scored, preset {result.preset}) -> {result.map_path.parent}")
     print(f"scored {len(sources) - failed} of {len(sources)} scan(s) into {args.out}")
     if model.untrained_warning:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
@@ -39,13 +40,9 @@ def _relative(path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def _scores(scores_path: Path) -> tuple[float, list[float]]:
-    data = json.loads(scores_path.read_text(encoding="utf-8"))
-    return float(data["scan_score"]), [float(s) for s in data["slice_scores"]]
-
-
 def evaluate_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions
+    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions,
+    decision: CalibratedDecision | None = None,
 ) -> tuple[dict, str]:
     """
     Score one case (or reuse its outputs) and compute its metrics.
@@ -55,6 +52,9 @@ def evaluate_case(
         case: the manifest entry.
         out_dir: the cohort's output folder.
         options: scan scoring options; ``options.overwrite`` recomputes a finished case.
+        decision: thresholds from a calibration on normals: its labelmap threshold replaces ``options.threshold``
+            (also for Dice and IoU), and the record holds the scan's p-value and flag. A case finished with another
+            calibration (or none) is scored again.
 
     Returns:
         ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
@@ -68,16 +68,22 @@ def evaluate_case(
     folder = case_dir(out_dir, case)
     done = folder / _DONE
     outputs = expected_outputs(case.image, folder, options.dicom_seg)
+    if decision is not None:
+        options = decision.scoring_options(options)
+    calibration = decision.calibration.sha256 if decision is not None else None
     have_outputs = all(Path(p).is_file() for p in outputs.values())
-    if not options.overwrite and have_outputs and done.is_file():
+    scores = json.loads(Path(outputs["scores"]).read_text(encoding="utf-8")) if have_outputs else {}
+    same_calibration = (scores.get("calibration") or {}).get("sha256") == calibration
+    if not options.overwrite and have_outputs and same_calibration and done.is_file():
         return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if options.overwrite or not have_outputs:
+    if options.overwrite or not have_outputs or not same_calibration:
         # a case cut off mid-way may have some of its files: redo it whole
-        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False))
+        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False), decision)
+        scores = json.loads(Path(outputs["scores"]).read_text(encoding="utf-8"))  # the one source of truth
         how = "scored"
     else:
         how = "rescored"
-    scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
+    scan_score, slice_scores = float(scores["scan_score"]), [float(s) for s in scores["slice_scores"]]
     voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
     label, label_source = case.label, "manifest"
     if label is None and voxel["lesion_voxels"] is not None:
@@ -93,6 +99,10 @@ def evaluate_case(
         "scan_score": scan_score,
         "max_slice_score": max(slice_scores) if slice_scores else None,
         "n_slices": len(slice_scores),
+        "scan_p_value": scores.get("scan_p_value"),
+        "scan_flag": scores.get("scan_flag"),
+        "flagged_slices": scores.get("flagged_slices"),
+        "calibration_sha256": calibration,
         **{k: finite_or_none(v) for k, v in voxel.items()},
         **{k: _relative(p, out_dir) for k, p in outputs.items()},
     }
@@ -113,6 +123,7 @@ def evaluate_cohort(
     options: ScanScoringOptions,
     ctx: DistributedContext | None = None,
     progress: bool = False,
+    decision: CalibratedDecision | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """
     Evaluate this process's share of ``cases`` and gather every process's records.
@@ -126,7 +137,7 @@ def evaluate_cohort(
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
     for index, case in tqdm(ctx.shard(cases), desc=f"cases (rank {ctx.rank})", disable=not progress):
         try:
-            record, how = evaluate_case(model, case, out_dir, options)
+            record, how = evaluate_case(model, case, out_dir, options, decision)
         except Exception as err:  # noqa: BLE001 - one bad scan must not stop a cohort; its error is reported
             logger.warning("case %s failed: %s: %s", case.case_id, type(err).__name__, err)
             record, how = _failed(case, err), "failed"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.inference.scan import (
     PreparedScan,
     ScanResult,
@@ -168,13 +169,16 @@ class ScanPipeline:
         options: scoring options for every scan.
         prefetch: scans read ahead (0: read in turn).
         background_write: write outputs in a writer thread.
+        decision: thresholds, p-values and flags from a calibration (its labelmap threshold replaces
+            ``options.threshold``).
     """
 
     def __init__(
         self, model: AnomalyCLIP, options: ScanScoringOptions, prefetch: int = DEFAULT_PREFETCH,
-        background_write: bool = True,
+        background_write: bool = True, decision: CalibratedDecision | None = None,
     ) -> None:
-        self.model, self.options = model, options
+        self.model, self.decision = model, decision
+        self.options = options if decision is None else decision.scoring_options(options)
         self.stages: StagedPipeline[tuple[Path, Path], PreparedScan, ScoredScan, ScanResult] = StagedPipeline(
             self._prepare, self._compute, self._write, prefetch, background_write
         )
@@ -188,7 +192,7 @@ class ScanPipeline:
         return compute_scan(self.model, prepared, self.options)
 
     def _write(self, job: tuple[Path, Path], prepared: PreparedScan, scored: ScoredScan) -> ScanResult:
-        return write_scan(self.model, prepared, scored, self.options)
+        return write_scan(self.model, prepared, scored, self.options, self.decision)
 
     def run(self, jobs: Iterable[tuple[str | Path, str | Path]]) -> Iterator[CaseOutcome]:
         """Score each ``(source, out_dir)``; one outcome per job, in order (``result``: a :class:`ScanResult`)."""

@@ -18,6 +18,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.scans import LoadScan, case_id_of
@@ -255,9 +256,10 @@ def _write_montage(
 
 def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
-    outputs: dict[str, Path] | None = None,
+    outputs: dict[str, Path] | None = None, decision: CalibratedDecision | None = None,
 ) -> dict[str, Any]:
-    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`); with a
+    calibration ``decision`` also each slice's and the scan's p-value and flag, and the calibration used."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
     case = case_id_of(source)
@@ -288,6 +290,7 @@ def scan_report(
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
+        **(decision.scan_fields(result.slice_scores, result.scored, scan_score) if decision else {}),
     }
 
 
@@ -359,24 +362,29 @@ def compute_scan(model: AnomalyCLIP, prepared: PreparedScan, options: ScanScorin
 
 
 def write_scan(
-    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, options: ScanScoringOptions
+    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, options: ScanScoringOptions,
+    decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
     Write a scored scan's outputs, each to a temporary file renamed into place, the scores JSON last: a case's
-    outputs are whole or absent. Reads only the model's identity, so it can run beside the network.
+    outputs are whole or absent. Reads only the model's identity, so it can run beside the network. With a
+    calibration ``decision`` the report holds p-values and flags, and the map is written as the decision asks
+    (probabilities or calibrated p-values); the labelmap is at ``options.threshold`` either way (see
+    :meth:`CalibratedDecision.scoring_options`).
     """
     image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
     seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= options.threshold).astype(np.uint8)
     order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
     with contextlib.ExitStack() as stack:
         tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
-        write_volume(result.anomaly_map, image.meta, tmp["map"])
+        write_volume(result.anomaly_map if decision is None else decision.output_map(result.anomaly_map), image.meta,
+                     tmp["map"])
         write_volume(seg, image.meta, tmp["seg"], label=True)
         _write_montage(tmp["montage"], image, result, options, model.untrained_warning)
         if "dicom_seg" in outputs:
             write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
                             __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, options, outputs), tmp["scores"])
+        write_json(scan_report(model, image, result, scan_score, options, outputs, decision), tmp["scores"])
     return ScanResult(
         case_id=prepared.case_id,
         source=str(prepared.source),
@@ -397,6 +405,7 @@ def score_scan(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
     options: ScanScoringOptions | None = None,
+    decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
     Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
@@ -414,12 +423,16 @@ def score_scan(
         source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
         out_dir: output folder (created if needed).
         options: scoring options (defaults: :class:`ScanScoringOptions`).
+        decision: thresholds, p-values and flags from a calibration on normals (its labelmap threshold replaces
+            ``options.threshold``).
 
     Raises:
         InputError: a bad scan or option, or an unwritable output folder.
         OutputExistsError: outputs exist and ``options.overwrite`` is false.
     """
     options = options or ScanScoringOptions()
+    if decision is not None:
+        options = decision.scoring_options(options)
     prepared = prepare_scan(source, out_dir, options, model.config.image_size, model.mean, model.std,
                             pin_memory=model.device.type == "cuda")
-    return write_scan(model, prepared, compute_scan(model, prepared, options), options)
+    return write_scan(model, prepared, compute_scan(model, prepared, options), options, decision)
