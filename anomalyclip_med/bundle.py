@@ -1,28 +1,50 @@
 """
-Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, and the package's commands.
+Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, evaluation and training.
 
-Bundle configs call these so that nothing is implemented twice: inference runs the package's transforms,
-inferer and writers; evaluation and training run the very code of ``anomalyclip-med evaluate`` / ``train``.
-User errors end the run at once with one ``error: ...`` line (``SystemExit``) instead of a traceback from
-inside the config parser.
+Each is a thin face over the package's typed core (:func:`anomalyclip_med.network.create_model`,
+:func:`anomalyclip_med.evaluation.evaluate`, :func:`anomalyclip_med.training.train_on_dataset`), the same functions
+the command line calls: config keys are the option dataclasses' field names. User errors end the run at once with
+one ``error: ...`` line (``SystemExit``) instead of a traceback from inside the config parser.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from monai.data import load_decathlon_datalist
 
-from anomalyclip_med.cli.options import model_from_args
-from anomalyclip_med.errors import AnomalyCLIPMedError
+from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
+from anomalyclip_med.calibration.collect import CalibrationRun
+from anomalyclip_med.calibration.run import CalibrateOptions
+from anomalyclip_med.calibration.run import calibrate as calibrate_inputs
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
+from anomalyclip_med.evaluation.run import BenchmarkOptions, CohortOptions
+from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
+from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
 from anomalyclip_med.io.scans import expand_sources
+from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.training.loop import TrainResult, TrainSettings
+from anomalyclip_med.training.run import TrainData, train_on_dataset
 
-__all__ = ["default_prompts", "scan_datalist", "build_model", "run_command"]
+__all__ = [
+    "default_prompts",
+    "scan_datalist",
+    "build_model",
+    "evaluate",
+    "train",
+    "calibrate",
+    "calibration_decision",
+    "as_bool",
+]
+
+T = TypeVar("T")
+_FIX = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
 
 
 def default_prompts(bundle_root: str | os.PathLike) -> str | None:
@@ -31,71 +53,147 @@ def default_prompts(bundle_root: str | os.PathLike) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def _user_errors(call: Callable[[], T], hint: str = "") -> T:
+    try:
+        return call()
+    except AnomalyCLIPMedError as err:
+        raise SystemExit(f"error: {err}" + (f"\n{hint}" if hint else "")) from None
+
+
 def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
     """
     ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
     datalist JSON (its ``key`` list, paths relative to the JSON's folder).
     """
-    try:
+
+    def read() -> list[dict[str, str]]:
         path = Path(dataset_dir)
         if path.suffix.lower() == ".json" and path.is_file():
             if key not in json.loads(path.read_text()):
                 raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
             return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
         return [{"image": str(p)} for p in expand_sources([path])]
-    except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}") from None
+
+    return _user_errors(read)
 
 
-def build_model(
-    backbone: str | None = None,
-    backbone_weights: str | None = "openai",
-    prompts: str | None = None,
-    image_size: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    compile_network: bool = False,
-) -> AnomalyCLIP:
-    """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
-    device, seed 0 before a random backbone is drawn; ``compile_network`` is ``--compile``)."""
-    args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts or None,
-                              image_size=image_size, device=device, precision=precision, compile=compile_network)
-    try:
-        model = model_from_args(args)
-    except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}\n(bundle overrides: --backbone_weights PATH, --prompts PATH)") from None
+def as_bool(value: Any) -> bool:
+    """A config or command-line boolean: ``true``/``false`` in any case (text from the command line) or a bool."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool):
+        return value
+    raise InputError(f"Expected a boolean (true or false), got {value!r}.")
+
+
+def _options(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` from the entries of ``values`` named like its fields (booleans given as text are parsed)."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in values:
+            value = values[f.name]
+            kwargs[f.name] = as_bool(value) if f.type in ("bool", bool) else value
+    return cls(**kwargs)
+
+
+def _check_known(values: dict[str, Any], *classes: type) -> None:
+    known = {f.name for cls in classes for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"Unknown option(s) {unknown}; known: {sorted(known)}.")
+
+
+def build_model(**options: Any) -> AnomalyCLIP:
+    """The model as every face builds it: keyword options are :class:`ModelOptions` fields (``backbone``,
+    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
+    ``seed``)."""
+
+    def build() -> AnomalyCLIP:
+        _check_known(options, ModelOptions)
+        return create_model(_options(ModelOptions, options))
+
+    model = _user_errors(build, _FIX)
     if model.untrained_warning:
         print(model.untrained_warning)
-    return model.eval()
+    return model
 
 
-def _flag(name: str, value: Any) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = value.lower() == "true"  # lower-case booleans from the command line arrive as text
-    if value is None or value is False:
-        return []
-    if value is True:
-        return [flag]
-    if isinstance(value, (list, tuple)):
-        return [flag, *map(str, value)]
-    return [flag, str(value)]
-
-
-def run_command(command: str, *positional: Any, **options: Any) -> int:
+def evaluate(dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     """
-    Run ``anomalyclip-med COMMAND`` in this process with keyword options turned into flags
-    (``batch_size=8`` -> ``--batch-size 8``; ``True`` -> bare flag; ``None``/``False`` -> omitted).
-
-    Raises:
-        SystemExit: with the command's status when it fails.
+    :func:`anomalyclip_med.evaluation.evaluate`: keyword options are fields of :class:`ModelOptions`,
+    :class:`ScoringOptions`, :class:`CohortOptions`, :class:`BenchmarkOptions` (``batch_size`` goes to the
+    last two: slices for a manifest, images for a benchmark) and :class:`CalibrationOptions`.
     """
-    from anomalyclip_med.cli.main import main
 
-    argv = [command, *map(str, positional)]
-    for name, value in options.items():
-        argv += _flag(name, value)
-    status = main(argv)
-    if status:
-        raise SystemExit(status)
-    return status
+    def run() -> dict[str, Any]:
+        _check_known(options, ModelOptions, ScoringOptions, CohortOptions, BenchmarkOptions, CalibrationOptions)
+        return evaluate_dataset(
+            dataset, root, out_dir, _options(ModelOptions, options), benchmark=_options(BenchmarkOptions, options),
+            cohort=_options(CohortOptions, options), scoring=_options(ScoringOptions, options),
+            calibration=_options(CalibrationOptions, options),
+        )
+
+    return _user_errors(run, _FIX)
+
+
+def train(
+    dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, split: str = TrainData.split,
+    resume: bool | str = False, **options: Any,
+) -> TrainResult | None:
+    """
+    :func:`anomalyclip_med.training.train_on_dataset` on the layout ``dataset`` under ``root``: keyword options
+    are fields of :class:`TrainSettings` and :class:`ModelOptions` (``seed`` is the training's).
+    """
+
+    def run() -> TrainResult | None:
+        _check_known(options, ModelOptions, TrainSettings)
+        return train_on_dataset(TrainData(root, dataset, split), out_dir, _options(TrainSettings, options),
+                                _options(ModelOptions, options), resume=as_bool(resume))
+
+    return _user_errors(run, _FIX)
+
+
+def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options: Any) -> CalibrationRun:
+    """
+    :func:`anomalyclip_med.calibration.calibrate` on the known-normal scans or images of ``dataset_dir`` (a folder,
+    a MONAI datalist JSON's ``testing`` list, or with ``dataset=`` a benchmark dataset root), writing the calibration
+    JSON ``out``: keyword options are fields of :class:`ModelOptions`, :class:`ScoringOptions`,
+    :class:`LoadingOptions` and :class:`CalibrateOptions`. A case that fails is named and left out; the run ends with
+    status 2 when any failed.
+    """
+
+    def run() -> CalibrationRun:
+        _check_known(options, ModelOptions, ScoringOptions, LoadingOptions, CalibrateOptions)
+        settings = _options(CalibrateOptions, options)
+        path = Path(dataset_dir)
+        inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
+            [item["image"] for item in scan_datalist(path)]
+        return calibrate_inputs(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
+                                _options(LoadingOptions, options), settings)
+
+    done = _user_errors(run, _FIX)
+    cal = done.calibration
+    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({done.scored} scored, {done.reused} reused, "
+          f"{len(done.failed)} failed) -> {out}")
+    if done.failed or not cal.counts["cases"]:
+        raise SystemExit(2)
+    return done
+
+
+def calibration_decision(network: AnomalyCLIP, **options: Any) -> CalibratedDecision | None:
+    """
+    The calibration decision of the inference config (None when ``calibration`` is None): keyword options are fields
+    of :class:`CalibrationOptions` and the :class:`ScoringOptions` the scans are scored with (checked against the
+    calibration's). The bundle writes the probability map; calibrated p-value maps come from ``score --map
+    calibrated``.
+    """
+
+    def make() -> CalibratedDecision | None:
+        _check_known(options, CalibrationOptions, ScoringOptions)
+        settings = _options(CalibrationOptions, options)
+        if settings.map_output != "probability":
+            raise InputError("The bundle writes the probability map; write calibrated p-value maps with "
+                             "'anomalyclip-med score --map calibrated'.")
+        return settings.decision("scans", network.identity(), _options(ScoringOptions, options))
+
+    return _user_errors(make)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 from scipy.stats import binom
@@ -30,13 +29,15 @@ from anomalyclip_med.calibration import (
     binomial_range,
     clopper_pearson,
     operating_point,
+    scan_levels,
 )
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.images2d import image_maps
-from anomalyclip_med.inference.scan import ScanScoringOptions, score_loaded_scan
+from anomalyclip_med.inference.options import ScoringOptions
 from anomalyclip_med.io.images import read_image
 from anomalyclip_med.io.scans import LoadScan
 from conftest import SHARED_DATA, needs_shared_data, tiny_model
+from scan_data import normal_volume
 from synthetic_trees import image
 
 TARGET = 0.05
@@ -97,17 +98,17 @@ def test_merge_equals_one_pass_and_json_round_trip(tmp_path):
 
 
 def test_calibration_file_refusals(tmp_path, model):
-    cal = Calibration.empty("scans", model.identity(), ScanScoringOptions())
+    cal = Calibration.empty("scans", model.identity(), ScoringOptions())
     cal.add_case(np.full(100, 0.3, np.float32), np.array([0.1, 0.2]), 0.15)
     path = cal.save(tmp_path / "c.json")
     loaded = Calibration.load(path)
     assert loaded.counts == {"cases": 1, "slices": 2, "voxels": 100} and loaded.sha256
-    loaded.check("scans", model.identity(), ScanScoringOptions(batch_size=3, overwrite=True))  # no score changes
+    loaded.check("scans", model.identity(), ScoringOptions(batch_size=3, threshold=0.9))  # no score changes
     with pytest.raises(CalibrationMismatchError, match=r"scoring\.z_smooth: calibrated with 0\.0, this run has 2\.0"):
-        loaded.check("scans", model.identity(), ScanScoringOptions(z_smooth=2.0))
+        loaded.check("scans", model.identity(), ScoringOptions(z_smooth=2.0))
     with pytest.raises(CalibrationMismatchError, match=r"model\.config\.image_size: calibrated with 56, this run has "
                                                        r"112"):
-        loaded.check("scans", tiny_model(112).identity(), ScanScoringOptions())
+        loaded.check("scans", tiny_model(112).identity(), ScoringOptions())
     with pytest.raises(CalibrationMismatchError, match="made on scans, but this run scores images"):
         loaded.check("images", model.identity())
     bad = tmp_path / "bad.json"
@@ -191,28 +192,15 @@ def test_false_positive_rate_on_real_normal_images(model, name):
     _assert_binomial(f"{name} normals", _flag_trials({"image": levels["image"]}))
 
 
-def _normal_volume(path, seed: int):
-    """A CT-like normal 'body': a cylinder of soft tissue with random texture in air, 40 x 40 x 8 voxels."""
-    rng = np.random.default_rng(seed)
-    x, y = np.meshgrid(np.linspace(-1, 1, 40), np.linspace(-1, 1, 40), indexing="ij")
-    body = (x / 0.8) ** 2 + (y / 0.7) ** 2 <= 1
-    vol = np.full((40, 40, 8), -1000.0, np.float32)
-    texture = rng.normal(40, 15, (40, 40, 8)) + 30 * np.sin(rng.uniform(2, 6) * x + rng.uniform(0, 6))[..., None]
-    vol[body] = texture[body]
-    nib.save(nib.Nifti1Image(vol, np.diag([0.9, 0.9, 3.0, 1.0])), path)
-    return path
-
-
 def test_false_positive_rate_on_synthetic_normal_volumes(model, tmp_path):
-    options = ScanScoringOptions(preset="brain", batch_size=8, progress=False)
-    preset = options.intensity_preset()
+    options = ScoringOptions(preset="brain", batch_size=8)
     levels: dict[str, list[np.ndarray]] = {"voxel": [], "slice": [], "scan": []}
     for i in range(80):
-        scan = LoadScan()(_normal_volume(tmp_path / f"n{i:02d}.nii.gz", i))
-        result, scan_score = score_loaded_scan(model, scan, preset, options)
-        assert result.scored.all()
-        levels["voxel"].append(np.moveaxis(result.anomaly_map, result.geometry.axis, 0)[result.scored][:, ::3, ::3]
-                               .ravel())
-        levels["slice"].append(result.slice_scores[result.scored])
+        # what calibrate takes from each scan: body voxels of scored slices, scored slices, the scan score
+        voxels, slices, scan_score = scan_levels(model, LoadScan()(normal_volume(tmp_path / f"n{i:02d}.nii.gz", i)),
+                                                 options)
+        assert slices.size == 8 and voxels.size > 8 * 40 * 40 // 2
+        levels["voxel"].append(voxels[::9])
+        levels["slice"].append(slices)
         levels["scan"].append(np.array([scan_score]))
     _assert_binomial("synthetic volumes", _flag_trials(levels, seed=1))

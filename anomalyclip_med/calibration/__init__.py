@@ -15,8 +15,9 @@ from anomalyclip_med.calibration.calibration import (
     comparable_model,
     comparable_scoring,
 )
-from anomalyclip_med.calibration.collect import CalibrationRun, calibrate_images, calibrate_scans, parts_dir
+from anomalyclip_med.calibration.collect import CalibrationRun, calibrate_images, calibrate_scans, parts_dir, scan_levels
 from anomalyclip_med.calibration.distribution import MAP_BINS, SCORE_BINS, ScoreDistribution
+from anomalyclip_med.calibration.run import CalibrateOptions, calibrate, calibration_inputs
 from anomalyclip_med.calibration.stats import binomial_range, clopper_pearson, operating_point
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MAP_OUTPUTS",
     "MAP_BINS",
     "SCORE_BINS",
+    "CalibrateOptions",
     "CalibratedDecision",
     "Calibration",
     "CalibrationMismatchError",
@@ -32,11 +34,14 @@ __all__ = [
     "CalibrationRun",
     "ScoreDistribution",
     "binomial_range",
+    "calibrate",
     "calibrate_images",
     "calibrate_scans",
+    "calibration_inputs",
     "clopper_pearson",
     "comparable_model",
     "comparable_scoring",
     "operating_point",
     "parts_dir",
+    "scan_levels",
 ]

@@ -36,9 +36,9 @@ CALIBRATION_FORMAT = "anomalyclip_med.calibration/1"
 LEVELS = {"scans": ("voxel", "slice", "scan"), "images": ("pixel", "image")}
 _BINS = {"voxel": MAP_BINS, "pixel": MAP_BINS, "slice": SCORE_BINS, "image": SCORE_BINS, "scan": SCORE_BINS}
 MAP_OUTPUTS = ("probability", "calibrated")
-# scoring options that do not change a single score: how much is batched, what is written, where, how loudly
-_NOT_SCORING = {"batch_size", "overwrite", "dicom_seg", "progress", "series_uid", "volume_index", "threshold",
-                "montage_slices", "case_name", "resume", "continue_", "output", "map_output"}
+# scoring options that change no score: how many slices share a forward pass, and the labelmap threshold (which a
+# calibration replaces)
+_NOT_SCORING = {"batch_size", "threshold"}
 
 
 class CalibrationMismatchError(InputError):
@@ -74,6 +74,12 @@ class CalibrationOptions:
         if self.map_output == "calibrated" and not self.calibration:
             raise InputError("--map calibrated writes calibrated p-values: it needs --calibration FILE.")
 
+    def check(self, kind: str, scoring: Any = None) -> None:
+        """Before any model is built: the calibration file is readable and fits ``kind`` and ``scoring`` (a run
+        refused for that then writes nothing)."""
+        if self.calibration:
+            Calibration.load(self.calibration).check(kind, None, scoring)
+
     def decision(self, kind: str, model_identity: dict, scoring: Any = None) -> CalibratedDecision | None:
         """Load the calibration, check it fits this run, and build the decision; None without a calibration."""
         if not self.calibration:
@@ -102,7 +108,7 @@ def comparable_model(identity: dict) -> dict:
 
 
 def comparable_scoring(options: Any) -> dict:
-    """The scoring options that change scores (a dataclass or a dict); empty for ``None`` (2D images)."""
+    """The scoring options that change scores (a ``ScoringOptions`` or a dict); empty for ``None`` (2D images)."""
     if options is None:
         return {}
     items = asdict(options) if is_dataclass(options) else dict(options)
@@ -237,9 +243,10 @@ class Calibration:
             raise InputError(f"Calibration '{path}' is not a valid calibration file: {err}.") from None
         return cls(kind, model, scoring, levels, counts, str(path), _sha256(path))
 
-    def check(self, kind: str, model_identity: dict, scoring: Any = None) -> None:
+    def check(self, kind: str, model_identity: dict | None, scoring: Any = None) -> None:
         """
-        Refuse to apply this calibration to another kind of input, another model or other scoring options.
+        Refuse to apply this calibration to another kind of input, another model or other scoring options
+        (``model_identity`` None: not checked yet).
 
         Raises:
             CalibrationMismatchError: naming the first difference.
@@ -248,8 +255,9 @@ class Calibration:
         if kind != self.kind:
             raise CalibrationMismatchError(f"{name} was made on {self.kind}, but this run scores {kind}; calibrate "
                                            f"on normal {kind}.")
-        found = (_first_difference(comparable_model(self.model), comparable_model(model_identity), "model")
-                 or _first_difference(self.scoring, comparable_scoring(scoring), "scoring"))
+        found = _first_difference(self.scoring, comparable_scoring(scoring), "scoring")
+        if model_identity is not None:
+            found = _first_difference(comparable_model(self.model), comparable_model(model_identity), "model") or found
         if found:
             raise CalibrationMismatchError(f"{name} does not fit this run: {found}. Calibrate again with this model "
                                            "and these options, or score with the calibration's.")

@@ -23,9 +23,10 @@ from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExists
 from anomalyclip_med.utils.atomic import atomic_path
 
 if TYPE_CHECKING:  # the command line reads this package's options without loading torch
+    from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
     from anomalyclip_med.network.model import AnomalyCLIP
 
-__all__ = ["CalibrationRun", "parts_dir", "calibrate_scans", "calibrate_images"]
+__all__ = ["CalibrationRun", "parts_dir", "scan_levels", "calibrate_scans", "calibrate_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +157,32 @@ def _finish(run: CalibrationRun, out: Path) -> CalibrationRun:
     return run
 
 
+def scan_levels(model: AnomalyCLIP, image, scoring: ScoringOptions) -> tuple[np.ndarray, np.ndarray, float]:
+    """
+    What one normal scan (as loaded by ``LoadScan``) adds to a calibration: the map values of the voxels a labelmap
+    can flag (those of scored slices, inside the body when the map is masked to it: outside, the map is 0 and never
+    flagged), the scored slices' scores, and the scan score.
+    """
+    from anomalyclip_med.inference.scan import aggregate_scores
+    from anomalyclip_med.inference.slices import plan_slices, score_planned
+
+    plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
+                       scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
+    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth)
+    scan_score = aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
+    voxels = np.zeros(result.anomaly_map.shape, dtype=bool)
+    np.moveaxis(voxels, result.geometry.axis, 0)[result.scored] = True
+    if plan.body is not None:
+        voxels &= plan.body.cpu().numpy().astype(bool)
+    return result.anomaly_map[voxels], result.slice_scores[result.scored], scan_score
+
+
 def calibrate_scans(
     model: AnomalyCLIP,
     sources: list[Path],
     out: str | os.PathLike,
-    options,
+    scoring: ScoringOptions | None = None,
+    loading: LoadingOptions | None = None,
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -177,7 +199,9 @@ def calibrate_scans(
         model: the detector.
         sources: scans (volume files, DICOM series folders).
         out: the calibration JSON to write.
-        options: the scan scoring options (``ScanScoringOptions``) that scoring will use with this calibration.
+        scoring: how scans are scored (defaults: :class:`ScoringOptions`); scoring with this calibration must use
+            the same (``threshold`` and ``batch_size`` aside).
+        loading: which volume of each input is read (defaults: :class:`LoadingOptions`).
         overwrite: replace an existing ``out``.
         resume: reuse matching parts of an earlier run (and add to an existing ``out``).
         progress: show a progress bar.
@@ -186,35 +210,25 @@ def calibrate_scans(
         InputError: clashing case names, an output that would overwrite an input, an unwritable location.
         OutputExistsError: ``out`` exists without ``overwrite`` or ``resume``.
     """
-    from anomalyclip_med.inference.scan import aggregate_scores
-    from anomalyclip_med.inference.slices import plan_slices, score_planned
+    from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
     from anomalyclip_med.io.scans import LoadScan, case_id_of
 
     out = Path(out)
-    preset = options.intensity_preset()
+    scoring, loading = scoring or ScoringOptions(), loading or LoadingOptions()
+    scoring.intensity_preset()
     names = [case_id_of(s) for s in sources]
     clashing = [c for c, n in Counter(names).items() if n > 1]
     if clashing:
         raise InputError(f"Several inputs share the case name {clashing[0]!r}; calibrate them from separate runs "
                          "or rename them.")
     parts = _prepare(out, overwrite, resume, sources)
-    template = Calibration.empty("scans", model.identity(), options)
+    template = Calibration.empty("scans", model.identity(), scoring)
     def score(batch: list[Path]) -> list[dict[str, ScoreDistribution]]:
         (source,) = batch
-        image = LoadScan(options.series_uid, options.volume_index)(source)
-        plan = plan_slices(image, preset, model.config.image_size, model.mean, model.std, options.axis,
-                           options.skip_empty, options.min_foreground, body_mask=options.body_mask)
-        result = score_planned(model, image, plan, options.batch_size, options.z_smooth)
-        scan_score = aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
-        # the voxel level counts the voxels a labelmap can flag: those of scored slices, inside the body when the
-        # map is masked to it (outside it the map is 0 and never flagged)
-        voxels = np.zeros(result.anomaly_map.shape, dtype=bool)
-        np.moveaxis(voxels, result.geometry.axis, 0)[result.scored] = True
-        if plan.body is not None:
-            voxels &= plan.body.cpu().numpy().astype(bool)
-        return [template.case_part(result.anomaly_map[voxels], result.slice_scores[result.scored], scan_score)]
+        image = LoadScan(loading.series_uid, loading.volume_index)(source)
+        return [template.case_part(*scan_levels(model, image, scoring))]
 
-    cases = [(n, s, _key(s, model, options)) for n, s in zip(names, sources)]
+    cases = [(n, s, _key(s, model, scoring)) for n, s in zip(names, sources)]
     return _finish(_run_cases(cases, template, parts, resume, score, 1, progress), out)
 
 

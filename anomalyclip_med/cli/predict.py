@@ -8,10 +8,11 @@ from anomalyclip_med.cli.options import (
     add_calibration_options,
     add_model_options,
     calibration_options_from_args,
-    model_from_args,
+    model_options_from_args,
 )
 from anomalyclip_med.inference.images2d import predict_images
 from anomalyclip_med.io.images import list_images
+from anomalyclip_med.network.factory import create_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     images = list_images(args.inputs)  # fail on a bad path before loading any weights
     calibration = calibration_options_from_args(args)
-    model = model_from_args(args)
+    calibration.check("images")
+    model = create_model(model_options_from_args(args))
     decision = calibration.decision("images", model.identity())
     if model.untrained_warning:
         print(model.untrained_warning)

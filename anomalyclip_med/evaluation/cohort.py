@@ -19,7 +19,8 @@ from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
 from anomalyclip_med.io.writers import write_json
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import expected_outputs, score_scan
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
@@ -41,8 +42,8 @@ def _relative(path, out_dir: Path) -> str:
 
 
 def evaluate_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions,
-    decision: CalibratedDecision | None = None,
+    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, scoring: ScoringOptions,
+    output: OutputOptions | None = None, decision: CalibratedDecision | None = None,
 ) -> tuple[dict, str]:
     """
     Score one case (or reuse its outputs) and compute its metrics.
@@ -51,8 +52,9 @@ def evaluate_case(
         model: the detector.
         case: the manifest entry.
         out_dir: the cohort's output folder.
-        options: scan scoring options; ``options.overwrite`` recomputes a finished case.
-        decision: thresholds from a calibration on normals: its labelmap threshold replaces ``options.threshold``
+        scoring: how the scan is scored.
+        output: what is written; ``output.overwrite`` recomputes a finished case.
+        decision: thresholds from a calibration on normals: its labelmap threshold replaces ``scoring.threshold``
             (also for Dice and IoU), and the record holds the scan's p-value and flag. A case finished with another
             calibration (or none) is scored again.
 
@@ -64,27 +66,29 @@ def evaluate_case(
     Raises:
         whatever the scan scoring or the metric computation raises (the caller records it).
     """
+    output = output or OutputOptions()
     out_dir = Path(out_dir)
     folder = case_dir(out_dir, case)
     done = folder / _DONE
-    outputs = expected_outputs(case.image, folder, options.dicom_seg)
+    outputs = expected_outputs(case.image, folder, output.dicom_seg)
     if decision is not None:
-        options = decision.scoring_options(options)
+        scoring = decision.scoring_options(scoring)
     calibration = decision.calibration.sha256 if decision is not None else None
     have_outputs = all(Path(p).is_file() for p in outputs.values())
     scores = json.loads(Path(outputs["scores"]).read_text(encoding="utf-8")) if have_outputs else {}
     same_calibration = (scores.get("calibration") or {}).get("sha256") == calibration
-    if not options.overwrite and have_outputs and same_calibration and done.is_file():
+    if not output.overwrite and have_outputs and same_calibration and done.is_file():
         return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if options.overwrite or not have_outputs or not same_calibration:
+    if output.overwrite or not have_outputs or not same_calibration:
         # a case cut off mid-way may have some of its files: redo it whole
-        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False), decision)
+        score_scan(model, case.image, folder, scoring, output=replace(output, overwrite=True, progress=False),
+                   decision=decision)
         scores = json.loads(Path(outputs["scores"]).read_text(encoding="utf-8"))  # the one source of truth
         how = "scored"
     else:
         how = "rescored"
     scan_score, slice_scores = float(scores["scan_score"]), [float(s) for s in scores["slice_scores"]]
-    voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
+    voxel = scan_voxel_metrics(outputs["map"], case.mask, scoring.threshold)
     label, label_source = case.label, "manifest"
     if label is None and voxel["lesion_voxels"] is not None:
         label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
@@ -120,7 +124,8 @@ def evaluate_cohort(
     model: AnomalyCLIP,
     cases: list[CohortCase],
     out_dir: str | os.PathLike,
-    options: ScanScoringOptions,
+    scoring: ScoringOptions,
+    output: OutputOptions | None = None,
     ctx: DistributedContext | None = None,
     progress: bool = False,
     decision: CalibratedDecision | None = None,
@@ -137,7 +142,7 @@ def evaluate_cohort(
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
     for index, case in tqdm(ctx.shard(cases), desc=f"cases (rank {ctx.rank})", disable=not progress):
         try:
-            record, how = evaluate_case(model, case, out_dir, options, decision)
+            record, how = evaluate_case(model, case, out_dir, scoring, output, decision)
         except Exception as err:  # noqa: BLE001 - one bad scan must not stop a cohort; its error is reported
             logger.warning("case %s failed: %s: %s", case.case_id, type(err).__name__, err)
             record, how = _failed(case, err), "failed"

@@ -12,13 +12,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from anomalyclip_med.calibration.calibration import CalibratedDecision
-from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.io.images import check_image, read_image
 from anomalyclip_med.io.overlay import overlay, save_png
 from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import atomic_path
-from anomalyclip_med.utils.paths import check_writable_dir
+from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = ["ImageResult", "image_maps", "output_names", "predict_images"]
 
@@ -60,8 +59,8 @@ def image_maps(model: AnomalyCLIP, images: list) -> list[tuple[float, np.ndarray
     out = model.predict(model.preprocess(images))
     maps = []
     for k, image in enumerate(images):
-        amap = F.interpolate(out.anomaly_map[k][None, None].float(), size=(image.height, image.width),
-                             mode="bilinear", align_corners=False)[0, 0].clamp_(0, 1)
+        amap = F.interpolate(out.anomaly_map[k][None, None], size=(image.height, image.width), mode="bilinear",
+                             align_corners=False)[0, 0].clamp_(0, 1)
         maps.append((float(out.image_score[k]), amap.cpu().numpy().astype(np.float32)))
     return maps
 
@@ -88,17 +87,11 @@ def predict_images(
         InputError: an unreadable image or an unwritable output folder.
         OutputExistsError: outputs exist and ``overwrite`` is false.
     """
-    out_dir = check_writable_dir(out_dir)
+    out_dir = Path(out_dir)
     names = output_names(images)
     planned = [out_dir / f"{n}_anomaly_map.npy" for n in names] + [out_dir / f"{n}_overlay.png" for n in names]
     planned.append(out_dir / "scores.csv")
-    inputs = {p.resolve() for p in images}
-    clash = [p for p in planned if p.resolve() in inputs]
-    if clash:
-        raise InputError(f"Output '{clash[0]}' would overwrite an input image; choose another --out folder.")
-    existing = [p for p in planned if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"Output '{existing[0]}' exists (and {len(existing) - 1} more); pass --overwrite.")
+    check_outputs(out_dir, planned, images, overwrite)
     for path in images:  # a corrupt file must stop the run before anything is written
         check_image(path)
 
