@@ -199,7 +199,8 @@ def test_false_positive_rate_on_synthetic_normal_volumes(model, tmp_path):
         # what calibrate takes from each scan: body voxels of scored slices, scored slices, the scan score
         voxels, slices, scan_score = scan_levels(model, LoadScan()(normal_volume(tmp_path / f"n{i:02d}.nii.gz", i)),
                                                  options)
-        assert slices.size == 8 and voxels.size > 8 * 40 * 40 // 2
+        # every slice holds body; the body (an ellipse over ~44% of each slice) bounds the voxels counted
+        assert slices.size == 8 and 0.35 * 8 * 40 * 40 < voxels.size < 0.55 * 8 * 40 * 40
         levels["voxel"].append(voxels[::9])
         levels["slice"].append(slices)
         levels["scan"].append(np.array([scan_score]))
