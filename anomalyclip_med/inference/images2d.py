@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from anomalyclip_med.calibration.calibration import CalibratedDecision
-from anomalyclip_med.io.images import check_image, read_image
-from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.io.images import check_image, read_image, to_rgb
+from anomalyclip_med.io.overlay import heatmap_overlay, save_png
 from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.transforms.image2d import image_transform
 from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_outputs
 
-__all__ = ["ImageResult", "image_maps", "output_names", "predict_images"]
+__all__ = ["ImageResult", "output_names", "preprocess_images", "image_maps", "predict_images"]
 
 CSV_FIELDS = ("image", "image_score", "max_pixel_score", "map_file", "overlay_file", "warning")
 # added with a calibration: the image's conformal p-value, its flag, and the pixels at or above the pixel threshold
@@ -53,10 +57,23 @@ def output_names(images: list[Path]) -> list[str]:
     return names
 
 
-def image_maps(model: AnomalyCLIP, images: list) -> list[tuple[float, np.ndarray]]:
+def preprocess_images(
+    model: AnomalyCLIP, images: Image.Image | str | os.PathLike | Sequence[Image.Image | str | os.PathLike]
+) -> torch.Tensor:
+    """
+    The reference preprocessing for ``model``: images (PIL or paths; any mode, converted to RGB) -> a
+    (B, 3, S, S) tensor at the network's input size, normalised with the backbone's mean and std.
+    """
+    if isinstance(images, (Image.Image, str, os.PathLike)):
+        images = [images]
+    transform = image_transform(model.config.image_size, model.mean, model.std)
+    return torch.stack([transform(to_rgb(im) if isinstance(im, Image.Image) else read_image(im)) for im in images])
+
+
+def image_maps(model: AnomalyCLIP, images: list[Image.Image]) -> list[tuple[float, np.ndarray]]:
     """Each image's score and its anomaly map at the image's own size (float32 in [0, 1]; computed at the network's
-    input size and resized back bilinearly), from one forward pass over ``images`` (PIL images)."""
-    out = model.predict(model.preprocess(images))
+    input size and resized back bilinearly), from one forward pass over ``images``."""
+    out = model.predict(preprocess_images(model, images))
     maps = []
     for k, image in enumerate(images):
         amap = F.interpolate(out.anomaly_map[k][None, None], size=(image.height, image.width), mode="bilinear",
@@ -80,6 +97,7 @@ def predict_images(
 
     The map is computed at the network's input size and resized back to the image (bilinear). Every output is
     written atomically; existing outputs are refused unless ``overwrite`` (checked before any work starts).
+
     With a calibration ``decision`` (kind "images"), scores.csv also holds each image's p-value, flag and flagged
     pixel count, and the ``.npy`` holds the pixel p-values when the decision asks for a calibrated map.
 
@@ -109,7 +127,7 @@ def predict_images(
                 np.save(f, amap if decision is None else decision.output_map(amap))
             if decision is not None:
                 calibrated = {**decision.image_fields(score), "flagged_pixels": int(decision.labelmap(amap).sum())}
-            save_png(overlay(image, amap), overlay_file, warning=warning)
+            save_png(heatmap_overlay(image, amap), overlay_file, warning=warning)
             results.append(ImageResult(path, score, float(amap.max()), map_file, overlay_file, calibrated))
         bar.update(len(paths))
     bar.close()
