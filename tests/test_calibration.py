@@ -35,7 +35,7 @@ from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.images2d import image_maps
 from anomalyclip_med.inference.options import ScoringOptions
 from anomalyclip_med.io.images import read_image
-from anomalyclip_med.io.scans import LoadScan
+from anomalyclip_med.io.scans import load_volume
 from conftest import SHARED_DATA, needs_shared_data, tiny_model
 from scan_data import normal_volume
 from synthetic_trees import image
@@ -197,7 +197,7 @@ def test_false_positive_rate_on_synthetic_normal_volumes(model, tmp_path):
     levels: dict[str, list[np.ndarray]] = {"voxel": [], "slice": [], "scan": []}
     for i in range(80):
         # what calibrate takes from each scan: body voxels of scored slices, scored slices, the scan score
-        voxels, slices, scan_score = scan_levels(model, LoadScan()(normal_volume(tmp_path / f"n{i:02d}.nii.gz", i)),
+        voxels, slices, scan_score = scan_levels(model, load_volume(normal_volume(tmp_path / f"n{i:02d}.nii.gz", i)),
                                                  options)
         # every slice holds body; the body (an ellipse over ~44% of each slice) bounds the voxels counted
         assert slices.size == 8 and 0.35 * 8 * 40 * 40 < voxels.size < 0.55 * 8 * 40 * 40

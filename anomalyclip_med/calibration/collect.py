@@ -159,7 +159,7 @@ def _finish(run: CalibrationRun, out: Path) -> CalibrationRun:
 
 def scan_levels(model: AnomalyCLIP, image, scoring: ScoringOptions) -> tuple[np.ndarray, np.ndarray, float]:
     """
-    What one normal scan (as loaded by ``LoadScan``) adds to a calibration: the map values of the voxels a labelmap
+    What one normal scan (as read by :func:`anomalyclip_med.io.scans.load_volume`) adds to a calibration: the map values of the voxels a labelmap
     can flag (those of scored slices, inside the body when the map is masked to it: outside, the map is 0 and never
     flagged), the scored slices' scores, and the scan score.
     """
@@ -211,7 +211,7 @@ def calibrate_scans(
         OutputExistsError: ``out`` exists without ``overwrite`` or ``resume``.
     """
     from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
-    from anomalyclip_med.io.scans import LoadScan, case_id_of
+    from anomalyclip_med.io.scans import case_id_of, load_volume
 
     out = Path(out)
     scoring, loading = scoring or ScoringOptions(), loading or LoadingOptions()
@@ -225,7 +225,7 @@ def calibrate_scans(
     template = Calibration.empty("scans", model.identity(), scoring)
     def score(batch: list[Path]) -> list[dict[str, ScoreDistribution]]:
         (source,) = batch
-        image = LoadScan(loading.series_uid, loading.volume_index)(source)
+        image = load_volume(source, loading.series_uid, loading.volume_index)
         return [template.case_part(*scan_levels(model, image, scoring))]
 
     cases = [(n, s, _key(s, model, scoring)) for n, s in zip(names, sources)]
