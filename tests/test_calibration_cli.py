@@ -14,7 +14,7 @@ from anomalyclip_med.calibration import Calibration, parts_dir
 from anomalyclip_med.cli.main import main
 from conftest import TINY_CLIP_JSON
 
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56"]
 
 
 def _csv(path):

@@ -18,8 +18,9 @@ from scan_data import normal_volume
 
 REPO = TESTS.parent
 BUNDLE = REPO / "bundles" / "anomalyclip_zeroshot"
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
-BUNDLE_TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--image_size", "56"]
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56"]
+BUNDLE_TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--image_size", "56", "--prompts",
+               "untrained"]
 N_NORMALS = 20  # a 0.05 flag needs >= 19 normals per level
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.errors import AnomalyCLIPMedError, CheckpointError, InputError
 from anomalyclip_med.io.writers import write_csv
+from anomalyclip_med.network.checkpoint import load_failure
 from anomalyclip_med.network.config import REFERENCE_SEED
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.objective import compute_losses
@@ -183,7 +184,8 @@ def _resume(
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"Cannot read checkpoint '{path}' to resume from: {type(err).__name__}: {err}") from None
+        raise CheckpointError(f"Cannot read checkpoint '{path}' to resume from: {load_failure(err)} Remove it to "
+                              "resume from the checkpoint before, or start a new --out folder.") from None
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in _STATE_KEYS):
         raise CheckpointError(
             f"'{path}' is a prompt file without training state; it cannot be resumed. Start a new run in another "
@@ -213,6 +215,13 @@ def _resume(
         raise CheckpointError(
             f"Cannot resume from '{path}': it was trained at image size {stored.get('image_size')}, this model runs "
             f"at {model.config.image_size}. Pass the same --image-size."
+        )
+    layers = {k: (ckpt.get("config") or {}).get(k) for k in ("feature_layers", "map_layers")}
+    if layers != {"feature_layers": list(model.feature_layers), "map_layers": list(model.map_layers)}:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it was trained with feature layers {layers['feature_layers']} and map "
+            f"layers {layers['map_layers']}, this model has {list(model.feature_layers)} and "
+            f"{list(model.map_layers)}. Pass the same --feature-layers / --map-layers."
         )
     if _backbone_key(ckpt.get("backbone")) != _backbone_key(model.backbone_info.to_dict()):
         raise CheckpointError(
