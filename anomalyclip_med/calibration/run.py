@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anomalyclip_med.calibration.collect import CalibrationRun, calibrate_images, calibrate_scans
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.images import IMAGE_SUFFIXES
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the command line reads CalibrateOptions' defaults without loading torch, MONAI or PIL
+    from anomalyclip_med.calibration.collect import CalibrationRun
     from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
     from anomalyclip_med.network.factory import ModelOptions
 
@@ -44,6 +43,8 @@ class CalibrateOptions:
 
 def _all_images(inputs: list[Path]) -> bool:
     """2D images when every file given, or found in a folder given, is an image file (hidden files aside)."""
+    from anomalyclip_med.io.images import IMAGE_SUFFIXES
+
     files = []
     for p in inputs:
         files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
@@ -101,6 +102,7 @@ def calibrate(
         loading: which volume of each scan is read.
         options: dataset, split, resume, overwrite, progress (defaults: :class:`CalibrateOptions`).
     """
+    from anomalyclip_med.calibration.collect import calibrate_images, calibrate_scans
     from anomalyclip_med.inference.options import ScoringOptions
     from anomalyclip_med.network.factory import ModelOptions, create_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from anomalyclip_med.calibration.run import CalibrateOptions, calibrate
+from anomalyclip_med.calibration.run import CalibrateOptions
 from anomalyclip_med.cli.options import (
     add_model_options,
     add_scan_options,
@@ -52,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anomalyclip_med.calibration.run import calibrate
+
     # every option is checked (by its dataclass) before any input is read or weights load
     scoring = scoring_options_from_args(args)
     loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
