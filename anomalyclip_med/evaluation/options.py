@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.evaluation.protocols import METRIC_SETS
 from anomalyclip_med.inference.options import OutputOptions
 
 __all__ = ["MANIFEST", "BenchmarkOptions", "CohortOptions"]
@@ -26,14 +27,20 @@ class BenchmarkOptions:
         limit: at most this many images per class, evenly spaced over the class's sorted list [None: all].
         batch_size: images per forward pass [8].
         num_workers: DataLoader worker processes [0].
+        metric_set: table columns of a published protocol (``anomalyclip``, ``bmad``, ``medianomaly``; see
+            :mod:`anomalyclip_med.evaluation.protocols`) [None: the protocol the dataset comes from].
     """
 
     split: str = "test"
     limit: int | None = None
     batch_size: int = 8
     num_workers: int = 0
+    metric_set: str | None = None
 
     def __post_init__(self) -> None:
+        if self.metric_set is not None and self.metric_set not in METRIC_SETS:
+            raise InputError(f"Invalid evaluation option metric_set={self.metric_set!r}: one of "
+                             f"{', '.join(METRIC_SETS)}.")
         for name, low in (("limit", 1), ("batch_size", 1), ("num_workers", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) != value or value < low):

@@ -13,7 +13,7 @@ __all__, __getattr__ = lazy_exports(
             "AGGREGATIONS", "PREDICT_BATCH_SIZE", "LoadingOptions", "ScoringOptions", "OutputOptions",
             "scan_options_record"
         ),
-        "images2d": ("ImageResult", "output_names", "preprocess_images", "predict_images"),
+        "images2d": ("ImageResult", "output_names", "preprocess_images", "image_maps", "predict_images"),
         "inferer": ("SliceAnomalyInferer",),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "ScanResult", "PreparedScan", "ScoredScan", "aggregate_scores",
