@@ -183,7 +183,8 @@ def _imported(proc):
 
 @pytest.mark.parametrize("argv", [["--help"], ["score", "--help"], ["score", "scan.nii.gz"],
                                   ["evaluate", "--dataset", "nope", "root", "--out", "o"], ["train", "--help"],
-                                  ["predict", "x.png", "--out", "o", "--precision", "fp64"], ["export-bundle", "-h"]])
+                                  ["predict", "x.png", "--out", "o", "--precision", "fp64"], ["export-bundle", "-h"],
+                                  ["calibrate", "--help"]])
 def test_help_and_argument_errors_import_no_torch_monai_or_open_clip(argv):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "anomalyclip_med", *argv], env=env,
