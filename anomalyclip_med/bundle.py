@@ -15,20 +15,80 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from monai.data import load_decathlon_datalist
 
 from anomalyclip_med.cli.options import model_from_args
 from anomalyclip_med.errors import AnomalyCLIPMedError
 from anomalyclip_med.io.scans import expand_sources
+from anomalyclip_med.data.dataset import AnomalyDataset
+from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.network.net import AnomalyCLIPNet
 
-__all__ = ["default_prompts", "scan_datalist", "build_model", "run_command"]
+__all__ = [
+    "BundleNetwork",
+    "default_prompts",
+    "scan_datalist",
+    "prompt_dataset",
+    "torch_device",
+    "warn_untrained",
+    "build_model",
+    "run_command",
+]
+
+# what a user changes when the network cannot be built
+_NETWORK_OVERRIDES = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
 
 
 def default_prompts(bundle_root: str | os.PathLike) -> str | None:
     """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
     path = Path(bundle_root) / "models" / "model.pt"
     return str(path) if path.is_file() else None
+
+
+class BundleNetwork(AnomalyCLIPNet):
+    """
+    The bundle's ``network_def``: :class:`anomalyclip_med.network.AnomalyCLIPNet` (same arguments, state dict and
+    outputs) whose construction errors (missing or unfit weights) end the run with one ``error:`` line naming
+    the bundle override that fixes it, instead of a traceback from inside the config parser.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except AnomalyCLIPMedError as err:
+            raise SystemExit(f"error: {err}\n{_NETWORK_OVERRIDES}") from None
+
+
+def torch_device(name: str | torch.device) -> torch.device:
+    """The bundle's ``device`` override as a torch device: ``auto`` (CUDA when available, else CPU) or a name."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SystemExit(f"error: unknown device {name!r} (bundle override --device auto|cpu|cuda|cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: device {name!r} requested but CUDA is not available here (bundle override --device cpu)")
+    return device
+
+
+def warn_untrained(network: AnomalyCLIPNet, prompts: str | os.PathLike | None) -> None:
+    """Say loudly, once at start, when the scores will not mean anything (random backbone, or no prompts)."""
+    parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
+    if prompts is None:
+        parts.append("no prompts are given (models/model.pt or --prompts): the prompts are UNTRAINED")
+    if parts:
+        print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")
+
+
+def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int, split: str = "test") -> AnomalyDataset:
+    """The training / validation images of a dataset in its native layout (``anomalyclip_med.data`` formats)."""
+    try:
+        return AnomalyDataset(load_samples(dataset, dataset_dir, split), image_size)
+    except AnomalyCLIPMedError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
@@ -62,7 +122,7 @@ def build_model(
     try:
         model = model_from_args(args)
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}\n(bundle overrides: --backbone_weights PATH, --prompts PATH)") from None
+        raise SystemExit(f"error: {err}\n{_NETWORK_OVERRIDES}") from None
     if model.untrained_warning:
         print(model.untrained_warning)
     return model.eval()

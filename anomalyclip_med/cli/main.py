@@ -12,7 +12,7 @@ from anomalyclip_med import __version__
 from anomalyclip_med.errors import AnomalyCLIPMedError
 
 # module names under anomalyclip_med.cli, each defining add_parser(subparsers) and run(args) -> int
-COMMANDS = ("predict", "score", "train", "evaluate", "export-bundle")
+COMMANDS = ("predict", "score", "train", "evaluate", "export-bundle", "convert-prompts")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from monai.inferers import Inferer
 
 from anomalyclip_med.inference.scan import ScanScoringOptions, scan_report, score_loaded_scan
 from anomalyclip_med.io.writers import REPORT_KEY
-from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.network.net import as_anomalyclip
 
 __all__ = ["SliceAnomalyInferer"]
 
@@ -35,11 +35,11 @@ class SliceAnomalyInferer(Inferer):
         self.options = options or ScanScoringOptions(**option_kwargs)
         self.preset = self.options.intensity_preset()  # validates every option before any scan is read
 
-    def __call__(self, inputs: torch.Tensor, network: AnomalyCLIP, *args: Any, **kwargs: Any) -> MetaTensor:
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> MetaTensor:
         """
         Args:
             inputs: (B, 1, X, Y, Z) scans with raw intensities, as loaded by ``LoadScand``.
-            network: the AnomalyCLIP model.
+            network: the AnomalyCLIP model (or the bundle's ``AnomalyCLIPNet`` holding it).
 
         Returns:
             (B, 1, X, Y, Z) float32 anomaly maps in [0, 1].
@@ -48,6 +48,7 @@ class SliceAnomalyInferer(Inferer):
             raise ValueError(f"SliceAnomalyInferer expects (B, 1, X, Y, Z) scans, got {tuple(inputs.shape)}.")
         if not isinstance(inputs, MetaTensor):
             raise ValueError("SliceAnomalyInferer needs MetaTensor scans (with their affine), as LoadScand gives.")
+        network = as_anomalyclip(network)
         maps, reports = [], []
         for image in decollate_batch(inputs.detach().cpu()):
             result, score = score_loaded_scan(network, image, self.preset, self.options)

@@ -30,7 +30,7 @@ from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps,
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
 from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, image_transform
 
-__all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"]
+__all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP", "scores_from_forward"]
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -291,18 +291,25 @@ class AnomalyCLIP(nn.Module):
             smooth: apply the Gaussian filter (sigma ``config.sigma``) to the summed map.
         """
         images = self._as_batch(batch)
-        fwd = self.forward(images, self.text_features())
-        probs = fwd.image_logits.softmax(dim=-1)
-        layers = layer_anomaly_maps(fwd.similarity_maps)
-        combined = layers.sum(dim=0)
-        smoothed = gaussian_smooth(combined, self.config.sigma) if smooth else combined
-        anomaly = (smoothed / layers.shape[0]).clamp_(0, 1)
-        return AnomalyCLIPOutput(
-            image_score=probs[:, 1],
-            anomaly_map=anomaly,
-            smoothed_map=smoothed,
-            combined_map=combined,
-            layer_maps=layers,
-            image_probs=probs,
-            extras={"image_features": fwd.image_features, "patch_features": fwd.patch_features},
-        )
+        return scores_from_forward(self.forward(images, self.text_features()), self.config.sigma if smooth else 0.0)
+
+
+def scores_from_forward(fwd: AnomalyCLIPForward, sigma: float) -> AnomalyCLIPOutput:
+    """
+    The scores of a network forward: image probabilities, per-layer maps, their sum, its Gaussian smoothing
+    (``sigma`` pixels; 0 = none) and the anomaly map (smoothed sum / number of layers, clamped to [0, 1]).
+    """
+    probs = fwd.image_logits.softmax(dim=-1)
+    layers = layer_anomaly_maps(fwd.similarity_maps)
+    combined = layers.sum(dim=0)
+    smoothed = gaussian_smooth(combined, sigma)
+    anomaly = (smoothed / layers.shape[0]).clamp(0, 1)
+    return AnomalyCLIPOutput(
+        image_score=probs[:, 1],
+        anomaly_map=anomaly,
+        smoothed_map=smoothed,
+        combined_map=combined,
+        layer_maps=layers,
+        image_probs=probs,
+        extras={"image_features": fwd.image_features, "patch_features": fwd.patch_features},
+    )
