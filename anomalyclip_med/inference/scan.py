@@ -68,6 +68,8 @@ class ScanScoringOptions:
         threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
         batch_size: slices per forward pass [8].
         skip_empty: send only slices holding a body through the network; others score 0 [True].
+        body_mask: set the map to 0 outside the body (air, padding, background; see
+            :class:`anomalyclip_med.transforms.slicing.BodyMask`) [True]; ``False`` keeps the raw map.
         z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
         aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
             ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
@@ -89,6 +91,7 @@ class ScanScoringOptions:
     threshold: float = 0.5
     batch_size: int = 8
     skip_empty: bool = True
+    body_mask: bool = True
     z_smooth: float = 0.0
     aggregation: str = "topk_mean"
     series_uid: str | None = None
@@ -196,7 +199,8 @@ def score_loaded_scan(
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
     result = score_slices(
         model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
-        min_foreground=options.min_foreground, z_smooth=options.z_smooth, progress=options.progress, desc=desc,
+        min_foreground=options.min_foreground, z_smooth=options.z_smooth, body_mask=options.body_mask,
+        progress=options.progress, desc=desc,
     )
     return result, aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
 
@@ -260,7 +264,8 @@ def scan_report(
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth},
+                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth,
+                    "body_mask": options.body_mask, "body_voxels": result.body_voxels},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,

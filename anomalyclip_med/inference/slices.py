@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.transforms.intensity import IntensityPreset, PresetChoice
-from anomalyclip_med.transforms.slicing import SliceForeground, SliceGeometry, SliceToNetworkInput
+from anomalyclip_med.transforms.slicing import BodyMask, SliceForeground, SliceGeometry, SliceToNetworkInput
 
 __all__ = ["SliceScores", "score_slices"]
 
@@ -25,13 +25,15 @@ class SliceScores:
     Per-slice results of one scan.
 
     Attributes:
-        anomaly_map: float32 map in [0, 1], the scan's spatial shape and voxel order; 0 on slices not scored.
+        anomaly_map: float32 map in [0, 1], the scan's spatial shape and voxel order; 0 on slices not scored and,
+            with the body mask, outside the body.
         slice_scores: (n_slices,) image-level anomaly score of each slice along ``geometry.axis`` (0 if not scored).
         scored: (n_slices,) which slices went through the network.
         geometry: how slices were cut and shown to the network.
         preset: the intensity preset used.
-        foreground_threshold: the intensity threshold of the body/air test (``None``: no skipping, or a constant
-            scan).
+        foreground_threshold: the intensity threshold of the body/air test (``None``: neither skipping nor body
+            mask, or a constant scan).
+        body_voxels: voxels inside the body mask (``None``: no body mask applied).
     """
 
     anomaly_map: np.ndarray
@@ -40,6 +42,7 @@ class SliceScores:
     geometry: SliceGeometry
     preset: PresetChoice
     foreground_threshold: float | None
+    body_voxels: int | None = None
 
 
 def score_slices(
@@ -52,6 +55,7 @@ def score_slices(
     min_foreground: float = 0.01,
     z_smooth: float = 0.0,
     slice_indices: Sequence[int] | None = None,
+    body_mask: bool = True,
     progress: bool = False,
     desc: str | None = None,
 ) -> SliceScores:
@@ -74,6 +78,8 @@ def score_slices(
         z_smooth: Gaussian sigma in mm across neighbouring slices applied to the map (0 = off); skipped slices
             stay 0 and slice scores are not smoothed.
         slice_indices: score only these slices (others count as skipped); default all.
+        body_mask: set the map to 0 outside the body (see :class:`BodyMask`), so air, padding and the scanner
+            table never light up; ``False`` keeps the network's raw map there.
         progress: show a progress bar.
         desc: progress bar label.
     """
@@ -83,12 +89,9 @@ def score_slices(
     geometry = to_input.geometry(image)
     n = geometry.n_slices
     choice = preset.choose(image)
-    threshold = None
-    scored = np.ones(n, dtype=bool)
-    if skip_empty:
-        foreground = SliceForeground(axis, min_foreground)
-        threshold = foreground.threshold_of(image)
-        scored = foreground(image).numpy()
+    # one body/air threshold for slice skipping and the body mask, so both agree on what is body
+    threshold = SliceForeground().threshold_of(image) if skip_empty or body_mask else None
+    scored = SliceForeground(axis, min_foreground, threshold)(image).numpy() if skip_empty else np.ones(n, bool)
     if slice_indices is not None:
         chosen = np.zeros(n, dtype=bool)
         chosen[np.asarray(slice_indices, dtype=int)] = True
@@ -114,4 +117,9 @@ def score_slices(
         map_slices = np.moveaxis(anomaly_map, geometry.axis, 0)
         map_slices[~scored] = 0.0
         np.clip(anomaly_map, 0.0, 1.0, out=anomaly_map)
-    return SliceScores(anomaly_map, slice_scores, scored, geometry, choice, threshold)
+    body_voxels = None
+    if body_mask:  # after smoothing, which would spread the map back into the air
+        body = BodyMask(axis, threshold)(image).numpy()
+        anomaly_map[~body] = 0.0
+        body_voxels = int(body.sum())
+    return SliceScores(anomaly_map, slice_scores, scored, geometry, choice, threshold, body_voxels)
