@@ -31,6 +31,7 @@ __all__ = [
     "default_prompts",
     "scan_datalist",
     "prompt_dataset",
+    "as_bool",
     "torch_device",
     "warn_untrained",
     "build_model",
@@ -59,6 +60,21 @@ class BundleNetwork(AnomalyCLIPNet):
             super().__init__(*args, **kwargs)
         except AnomalyCLIPMedError as err:
             raise SystemExit(f"error: {err}\n{_NETWORK_OVERRIDES}") from None
+
+
+def as_bool(value: bool | str | int) -> bool:
+    """
+    A boolean bundle override, read one way whatever its spelling: ``python -m monai.bundle`` passes ``True`` /
+    ``False`` as booleans but ``true`` / ``false`` (as the README writes defaults) as text, which would be truthy.
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise SystemExit(f"error: {value!r} is not a boolean; write true or false")
 
 
 def torch_device(name: str | torch.device) -> torch.device:
@@ -132,7 +148,7 @@ def build_model(
 def _flag(name: str, value: Any) -> list[str]:
     flag = "--" + name.replace("_", "-")
     if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = value.lower() == "true"  # lower-case booleans from the command line arrive as text
+        value = as_bool(value)
     if value is None or value is False:
         return []
     if value is True:
