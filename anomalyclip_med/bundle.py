@@ -1,51 +1,65 @@
 """
-Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, and the package's commands.
+Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, evaluation and training.
 
-Bundle configs call these so that nothing is implemented twice: inference runs the package's transforms,
-inferer and writers; evaluation and training run the very code of ``anomalyclip-med evaluate`` / ``train``.
-User errors end the run at once with one ``error: ...`` line (``SystemExit``) instead of a traceback from
-inside the config parser.
+Each is a thin face over the package's typed core (:func:`anomalyclip_med.network.create_model`,
+:func:`anomalyclip_med.evaluation.evaluate`, :func:`anomalyclip_med.training.train_on_dataset`), the same functions
+the command line calls: config keys are the option dataclasses' field names. User errors end the run at once with
+one ``error: ...`` line (``SystemExit``) instead of a traceback from inside the config parser.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from monai.data import load_decathlon_datalist
 
-from anomalyclip_med.cli.options import model_from_args
-from anomalyclip_med.errors import AnomalyCLIPMedError
-from anomalyclip_med.io.scans import expand_sources
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.data.registry import load_samples
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
+from anomalyclip_med.evaluation.run import BenchmarkOptions, CohortOptions
+from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
+from anomalyclip_med.inference.options import ScoringOptions
+from anomalyclip_med.io.scans import expand_sources
+from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
+from anomalyclip_med.training.loop import TrainResult, TrainSettings
+from anomalyclip_med.training.run import TrainData, train_on_dataset
 
 __all__ = [
     "BundleNetwork",
-    "default_prompts",
-    "scan_datalist",
-    "prompt_dataset",
     "as_bool",
-    "torch_device",
-    "warn_untrained",
     "build_model",
-    "run_command",
+    "default_prompts",
+    "evaluate",
+    "prompt_dataset",
+    "scan_datalist",
+    "torch_device",
+    "train",
+    "warn_untrained",
 ]
 
-# what a user changes when the network cannot be built
-_NETWORK_OVERRIDES = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
+T = TypeVar("T")
+_FIX = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
 
 
 def default_prompts(bundle_root: str | os.PathLike) -> str | None:
     """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
     path = Path(bundle_root) / "models" / "model.pt"
     return str(path) if path.is_file() else None
+
+
+def _user_errors(call: Callable[[], T], hint: str = "") -> T:
+    try:
+        return call()
+    except AnomalyCLIPMedError as err:
+        raise SystemExit(f"error: {err}" + (f"\n{hint}" if hint else "")) from None
 
 
 class BundleNetwork(AnomalyCLIPNet):
@@ -56,38 +70,12 @@ class BundleNetwork(AnomalyCLIPNet):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            super().__init__(*args, **kwargs)
-        except AnomalyCLIPMedError as err:
-            raise SystemExit(f"error: {err}\n{_NETWORK_OVERRIDES}") from None
-
-
-def as_bool(value: bool | str | int) -> bool:
-    """
-    A boolean bundle override, read one way whatever its spelling: ``python -m monai.bundle`` passes ``True`` /
-    ``False`` as booleans but ``true`` / ``false`` (as the README writes defaults) as text, which would be truthy.
-    """
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1"):
-        return True
-    if text in ("false", "0"):
-        return False
-    raise SystemExit(f"error: {value!r} is not a boolean; write true or false")
+        _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
 
 
 def torch_device(name: str | torch.device) -> torch.device:
     """The bundle's ``device`` override as a torch device: ``auto`` (CUDA when available, else CPU) or a name."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise SystemExit(f"error: unknown device {name!r} (bundle override --device auto|cpu|cuda|cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: device {name!r} requested but CUDA is not available here (bundle override --device cpu)")
-    return device
+    return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
 
 
 def warn_untrained(network: AnomalyCLIPNet, prompts: str | os.PathLike | None) -> None:
@@ -101,10 +89,7 @@ def warn_untrained(network: AnomalyCLIPNet, prompts: str | os.PathLike | None) -
 
 def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int, split: str = "test") -> AnomalyDataset:
     """The training / validation images of a dataset in its native layout (``anomalyclip_med.data`` formats)."""
-    try:
-        return AnomalyDataset(load_samples(dataset, dataset_dir, split), image_size)
-    except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}") from None
+    return _user_errors(lambda: AnomalyDataset(load_samples(dataset, dataset_dir, split), image_size))
 
 
 def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
@@ -112,66 +97,92 @@ def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[
     ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
     datalist JSON (its ``key`` list, paths relative to the JSON's folder).
     """
-    try:
+
+    def read() -> list[dict[str, str]]:
         path = Path(dataset_dir)
         if path.suffix.lower() == ".json" and path.is_file():
             if key not in json.loads(path.read_text()):
                 raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
             return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
         return [{"image": str(p)} for p in expand_sources([path])]
-    except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}") from None
+
+    return _user_errors(read)
 
 
-def build_model(
-    backbone: str | None = None,
-    backbone_weights: str | None = "openai",
-    prompts: str | None = None,
-    image_size: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    compile_network: bool = False,
-) -> AnomalyCLIP:
-    """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
-    device, seed 0 before a random backbone is drawn; ``compile_network`` is ``--compile``)."""
-    args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts or None,
-                              image_size=image_size, device=device, precision=precision, compile=compile_network)
-    try:
-        model = model_from_args(args)
-    except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}\n{_NETWORK_OVERRIDES}") from None
+def as_bool(value: Any) -> bool:
+    """
+    A config or command-line boolean, read one way whatever its spelling: ``python -m monai.bundle`` passes
+    ``True``/``False`` as booleans but ``true``/``false`` (as the README writes defaults) as text, which would be
+    truthy. Anything else ends the run with one ``error:`` line.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise SystemExit(f"error: expected a boolean (true or false), got {value!r}.")
+
+
+def _options(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` from the entries of ``values`` named like its fields (booleans given as text are parsed)."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in values:
+            value = values[f.name]
+            kwargs[f.name] = as_bool(value) if f.type in ("bool", bool) else value
+    return cls(**kwargs)
+
+
+def _check_known(values: dict[str, Any], *classes: type) -> None:
+    known = {f.name for cls in classes for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"Unknown option(s) {unknown}; known: {sorted(known)}.")
+
+
+def build_model(**options: Any) -> AnomalyCLIP:
+    """The model as every face builds it: keyword options are :class:`ModelOptions` fields (``backbone``,
+    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
+    ``seed``)."""
+
+    def build() -> AnomalyCLIP:
+        _check_known(options, ModelOptions)
+        return create_model(_options(ModelOptions, options))
+
+    model = _user_errors(build, _FIX)
     if model.untrained_warning:
         print(model.untrained_warning)
-    return model.eval()
+    return model
 
 
-def _flag(name: str, value: Any) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = as_bool(value)
-    if value is None or value is False:
-        return []
-    if value is True:
-        return [flag]
-    if isinstance(value, (list, tuple)):
-        return [flag, *map(str, value)]
-    return [flag, str(value)]
-
-
-def run_command(command: str, *positional: Any, **options: Any) -> int:
+def evaluate(dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     """
-    Run ``anomalyclip-med COMMAND`` in this process with keyword options turned into flags
-    (``batch_size=8`` -> ``--batch-size 8``; ``True`` -> bare flag; ``None``/``False`` -> omitted).
-
-    Raises:
-        SystemExit: with the command's status when it fails.
+    :func:`anomalyclip_med.evaluation.evaluate`: keyword options are fields of :class:`ModelOptions`,
+    :class:`ScoringOptions`, :class:`CohortOptions` and :class:`BenchmarkOptions` (``batch_size`` goes to the
+    last two: slices for a manifest, images for a benchmark).
     """
-    from anomalyclip_med.cli.main import main
 
-    argv = [command, *map(str, positional)]
-    for name, value in options.items():
-        argv += _flag(name, value)
-    status = main(argv)
-    if status:
-        raise SystemExit(status)
-    return status
+    def run() -> dict[str, Any]:
+        _check_known(options, ModelOptions, ScoringOptions, CohortOptions, BenchmarkOptions)
+        return evaluate_dataset(
+            dataset, root, out_dir, _options(ModelOptions, options), benchmark=_options(BenchmarkOptions, options),
+            cohort=_options(CohortOptions, options), scoring=_options(ScoringOptions, options),
+        )
+
+    return _user_errors(run, _FIX)
+
+
+def train(
+    dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, split: str = TrainData.split,
+    resume: bool | str = False, **options: Any,
+) -> TrainResult | None:
+    """
+    :func:`anomalyclip_med.training.train_on_dataset` on the layout ``dataset`` under ``root``: keyword options
+    are fields of :class:`TrainSettings` and :class:`ModelOptions` (``seed`` is the training's).
+    """
+
+    def run() -> TrainResult | None:
+        _check_known(options, ModelOptions, TrainSettings)
+        return train_on_dataset(TrainData(root, dataset, split), out_dir, _options(TrainSettings, options),
+                                _options(ModelOptions, options), resume=as_bool(resume))
+
+    return _user_errors(run, _FIX)

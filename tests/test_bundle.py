@@ -157,3 +157,21 @@ def test_export_packages_bundle_with_prompts(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "o" / "phantom_lesion_scores.json").read_text())
     assert report["model"]["prompts"]["trained"] is True
+
+
+def test_override_booleans_and_option_names_are_parsed_one_way():
+    from anomalyclip_med.bundle import as_bool, build_model
+
+    assert as_bool("true") is True and as_bool("False") is False and as_bool(True) is True
+    try:
+        as_bool("yes")
+    except SystemExit as err:
+        assert str(err).startswith("error:") and "'yes'" in str(err)
+    else:
+        raise AssertionError("'yes' was taken as a boolean")
+    try:  # an unknown option ends the run with one error line naming it
+        build_model(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_sise=56)
+    except SystemExit as err:
+        assert str(err).startswith("error:") and "image_sise" in str(err)
+    else:
+        raise AssertionError("an unknown model option was accepted")

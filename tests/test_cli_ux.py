@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from anomalyclip_med.transforms.slicing import BodyMask
 from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data
@@ -79,3 +80,21 @@ def test_score_maps_are_zero_outside_the_body_unless_asked(tmp_path):
         inside = masked_map > 0
         np.testing.assert_array_equal(masked_map[inside], raw_map[inside])  # the body's map is untouched
         assert report["slice_scores"] == raw_report["slice_scores"]
+        _assert_montage_shows_the_body(tmp_path / "masked" / f"{case}_overlay.png", threshold=0.3)
+
+
+def _assert_montage_shows_the_body(png, threshold):
+    """The overlay: 6 tiles of 256 px with the air untinted (grey), the body tinted, and a colour bar at the right
+    running from red (1) at the top to blue at the bottom, the threshold marked by a white line."""
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert rgb.shape[0] == 512 and rgb.shape[1] > 3 * 256
+    tiles, bar = rgb[16:, : 3 * 256], rgb[:, 3 * 256 :]
+    grey = (tiles[..., 0] == tiles[..., 1]) & (tiles[..., 1] == tiles[..., 2])
+    assert grey.mean() > 0.4  # the air and padding show the scan itself (black), not the colour map's blue
+    assert (~grey).mean() > 0.05  # the body carries the map
+    strip = bar[:, 6:18]  # the colour strip of the bar
+    red_rows = np.flatnonzero((strip[..., 0] > 120).all(1) & (strip[..., 2] < 60).all(1))
+    blue_rows = np.flatnonzero((strip[..., 2] > 120).all(1) & (strip[..., 0] < 60).all(1))
+    assert red_rows.size and blue_rows.size and red_rows.max() < blue_rows.min()
+    white_rows = np.flatnonzero((strip == 255).all(axis=(1, 2)))
+    assert white_rows.size and abs(white_rows.mean() - (20 + (1 - threshold) * (512 - 32))) <= 2

@@ -6,27 +6,16 @@ cohort manifest (per-case metrics, summary, report and figures). Runs as one pro
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 from anomalyclip_med.cli.options import (
     add_model_options,
     add_scan_options,
-    model_from_args,
-    resolve_device,
-    scan_options_from_args,
+    model_options_from_args,
+    scoring_options_from_args,
 )
-from anomalyclip_med.data import DATASETS, load_samples
-from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
-from anomalyclip_med.evaluation.cohort import evaluate_cohort
-from anomalyclip_med.evaluation.cohort_report import write_cohort_report
-from anomalyclip_med.evaluation.manifest import read_manifest
-from anomalyclip_med.io.writers import write_json
-from anomalyclip_med.utils.distributed import DistributedContext
-
-MANIFEST = "manifest"
-
+from anomalyclip_med.data import DATASETS
+from anomalyclip_med.evaluation.run import MANIFEST, BenchmarkOptions, CohortOptions, evaluate
+from anomalyclip_med.network.factory import ModelOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,59 +33,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "MONAI datalist JSON")
     p.add_argument("root", metavar="ROOT_OR_FILE", help="dataset root folder, or the manifest file")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=8, help="images (benchmark) or slices (manifest) per batch")
-    p.add_argument("--seed", type=int, default=0, help="torch seed before building the model (makes a random "
-                   "test backbone the same in every process)")
+    p.add_argument("--batch-size", type=int, default=BenchmarkOptions.batch_size,
+                   help="images (benchmark) or slices (manifest) per batch")
+    p.add_argument("--seed", type=int, default=ModelOptions.seed, help="torch seed before building the model (makes "
+                   "a random test backbone the same in every process)")
     g = p.add_argument_group("benchmark datasets")
-    g.add_argument("--split", default="test", help="dataset split (default test, as in the paper)")
-    g.add_argument("--limit", type=int, default=None, help="at most N images per class, evenly spaced over the "
-                   "class's sorted list (quick checks)")
-    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--split", default=BenchmarkOptions.split, help="dataset split (default test, as in the paper)")
+    g.add_argument("--limit", type=int, default=BenchmarkOptions.limit, help="at most N images per class, evenly "
+                   "spaced over the class's sorted list (quick checks)")
+    g.add_argument("--num-workers", type=int, default=BenchmarkOptions.num_workers, help="DataLoader worker processes")
     g = p.add_argument_group("cohort manifest")
-    g.add_argument("--datalist-key", default="testing", help="list to read from a MONAI datalist JSON")
+    g.add_argument("--datalist-key", default=CohortOptions.datalist_key,
+                   help="list to read from a MONAI datalist JSON")
     add_scan_options(g)
-    g.add_argument("--montage", type=int, default=6, help="worst misses shown in worst_misses.png")
-    g.add_argument("--overwrite", action="store_true", help="recompute cases that finished in an earlier run")
+    g.add_argument("--montage", type=int, default=CohortOptions.montage, help="worst misses shown in worst_misses.png")
+    g.add_argument("--overwrite", action="store_true", default=CohortOptions.overwrite,
+                   help="recompute cases that finished in an earlier run")
     add_model_options(p)
     p.set_defaults(func=run)
 
 
-def _benchmark(args, model, ctx: DistributedContext) -> dict:
-    samples = subsample(load_samples(args.dataset, args.root, split=args.split), args.limit)
-    progress = ctx.is_main and sys.stderr.isatty()
-    images, pixels = evaluate_samples(model, samples, ctx, args.batch_size, args.num_workers, progress)
-    info = {"n_images": len(images)}
-    if ctx.is_main:
-        per_class, mean = dataset_metrics(images, pixels)
-        extra = {"dataset": args.dataset, "root": str(args.root), "split": args.split, "limit": args.limit}
-        paths = write_dataset_report(images, per_class, mean, args.out, args.dataset, extra)
-        print(Path(paths["metrics_md"]).read_text(encoding="utf-8"))
-    return info
-
-
-def _cohort(args, model, ctx: DistributedContext) -> dict:
-    cases = read_manifest(args.root, args.datalist_key)
-    options = scan_options_from_args(args, overwrite=args.overwrite, progress=False)
-    progress = ctx.is_main and sys.stderr.isatty()
-    records, counts = evaluate_cohort(model, cases, args.out, options, ctx, progress)
-    if ctx.is_main:
-        paths = write_cohort_report(records, args.out, args.threshold, args.montage)
-        print(Path(paths["report_md"]).read_text(encoding="utf-8").split("## Scan level")[0].strip())
-        print(f"cases: {counts}; report: {paths['report_md']}")
-    return {"cases": counts}
-
-
 def run(args: argparse.Namespace) -> int:
-    started = time.time()
-    with DistributedContext.from_env(resolve_device(args.device)) as ctx:
-        args.device = ctx.device
-        model = model_from_args(args).eval()
-        info = (_cohort if args.dataset == MANIFEST else _benchmark)(args, model, ctx)
-        if ctx.is_main:
-            write_json({"command": "evaluate", "dataset": args.dataset, "root": str(args.root),
-                        "world_size": ctx.world_size, "seconds": round(time.time() - started, 2), **info,
-                        "model": model.identity()}, Path(args.out) / "run.json")
-            if model.untrained_warning:
-                print(model.untrained_warning)
-        ctx.barrier()
+    # --batch-size counts images for a benchmark and slices for a manifest; each options class takes it
+    evaluate(
+        args.dataset, args.root, args.out, model_options_from_args(args),
+        benchmark=BenchmarkOptions(split=args.split, limit=args.limit, batch_size=args.batch_size,
+                                   num_workers=args.num_workers),
+        cohort=CohortOptions(datalist_key=args.datalist_key, montage=args.montage, overwrite=args.overwrite),
+        scoring=scoring_options_from_args(args),
+    )
     return 0

@@ -6,12 +6,18 @@ import argparse
 import sys
 from collections import Counter
 
-from anomalyclip_med.cli.options import add_model_options, add_scan_options, model_from_args, scan_options_from_args
-from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.cli.options import (
+    add_model_options,
+    add_scan_options,
+    model_options_from_args,
+    scoring_options_from_args,
+)
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import expected_outputs, score_scan
 from anomalyclip_med.io.scans import case_id_of, expand_sources
-from anomalyclip_med.utils.paths import check_writable_dir
-
+from anomalyclip_med.network.factory import create_model
+from anomalyclip_med.utils.paths import check_outputs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,54 +33,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     g = p.add_argument_group("scoring")
     add_scan_options(g)
-    g.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    g.add_argument("--series-uid", default=None, help="SeriesInstanceUID to score in a folder with several series")
-    g.add_argument("--volume-index", type=int, default=None, help="volume of a 4D file to score (0-based)")
-    g.add_argument("--dicom-seg", action="store_true",
+    g.add_argument("--batch-size", type=int, default=ScoringOptions.batch_size,
+                   help=f"slices per forward pass (default {ScoringOptions.batch_size})")
+    g.add_argument("--series-uid", default=LoadingOptions.series_uid,
+                   help="SeriesInstanceUID to score in a folder with several series")
+    g.add_argument("--volume-index", type=int, default=LoadingOptions.volume_index,
+                   help="volume of a 4D file to score (0-based)")
+    g.add_argument("--dicom-seg", action="store_true", default=OutputOptions.dicom_seg,
                    help="also write <case>_anomaly_seg.dcm, a DICOM SEG referencing the series (DICOM inputs; "
                    "ignored for files)")
-    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--overwrite", action="store_true", default=OutputOptions.overwrite,
+                   help="replace existing outputs")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
+                   help="no progress bar")
     add_model_options(p)
     p.set_defaults(func=run)
 
 
-def _options(args: argparse.Namespace) -> ScanScoringOptions:
-    return scan_options_from_args(
-        args, series_uid=args.series_uid, volume_index=args.volume_index, overwrite=args.overwrite,
-        dicom_seg=args.dicom_seg, progress=not args.no_progress,
-    )
-
-
-def _preflight(sources, args: argparse.Namespace) -> None:
+def _preflight(sources, out_dir, output: OutputOptions) -> None:
     """Refuse the whole run, before loading any weights, for clashing names or outputs that exist."""
     clashing = [c for c, n in Counter(case_id_of(s) for s in sources).items() if n > 1]
     if clashing:
         raise InputError(f"Several inputs share the case name {clashing[0]!r} (outputs are <case>_...); score them "
                          "into separate --out folders.")
-    check_writable_dir(args.out)
-    outputs = [p for s in sources for p in expected_outputs(s, args.out, args.dicom_seg).values()]
-    inputs = {s.resolve() for s in sources}
-    overwritten = [p for p in outputs if p.resolve() in inputs]
-    if overwritten:
-        raise InputError(f"Output '{overwritten[0]}' would overwrite an input; choose another --out.")
-    existing = [str(p) for p in outputs if p.exists()]
-    if existing and not args.overwrite:
-        raise OutputExistsError(f"Output '{existing[0]}' exists (and {len(existing) - 1} more); pass --overwrite.")
+    outputs = [p for s in sources for p in expected_outputs(s, out_dir, output.dicom_seg).values()]
+    check_outputs(out_dir, outputs, sources, output.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
-    options = _options(args)
-    options.intensity_preset()  # bad options fail before the weights load
+    # every option is checked (by its dataclass) before any input is read or weights load
+    scoring = scoring_options_from_args(args)
+    loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
+    output = OutputOptions(overwrite=args.overwrite, dicom_seg=args.dicom_seg, progress=args.progress)
+    model_options = model_options_from_args(args)
     sources = expand_sources(args.inputs)
-    _preflight(sources, args)
-    model = model_from_args(args)
+    _preflight(sources, args.out, output)
+    model = create_model(model_options)
     if model.untrained_warning:
         print(model.untrained_warning)
     failed = 0
     for source in sources:
         try:
-            result = score_scan(model, source, args.out, options)
+            result = score_scan(model, source, args.out, scoring, loading, output)
         except AnomalyCLIPMedError as err:  # one bad scan must not stop the others; each case is all-or-nothing
             print(f"error: {err}", file=sys.stderr)
             failed += 1

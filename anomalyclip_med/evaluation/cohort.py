@@ -18,7 +18,8 @@ from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
 from anomalyclip_med.io.writers import write_json
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import expected_outputs, score_scan
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
@@ -45,7 +46,8 @@ def _scores(scores_path: Path) -> tuple[float, list[float]]:
 
 
 def evaluate_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions
+    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, scoring: ScoringOptions,
+    output: OutputOptions | None = None,
 ) -> tuple[dict, str]:
     """
     Score one case (or reuse its outputs) and compute its metrics.
@@ -54,7 +56,8 @@ def evaluate_case(
         model: the detector.
         case: the manifest entry.
         out_dir: the cohort's output folder.
-        options: scan scoring options; ``options.overwrite`` recomputes a finished case.
+        scoring: how the scan is scored.
+        output: what is written; ``output.overwrite`` recomputes a finished case.
 
     Returns:
         ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
@@ -64,21 +67,22 @@ def evaluate_case(
     Raises:
         whatever the scan scoring or the metric computation raises (the caller records it).
     """
+    output = output or OutputOptions()
     out_dir = Path(out_dir)
     folder = case_dir(out_dir, case)
     done = folder / _DONE
-    outputs = expected_outputs(case.image, folder, options.dicom_seg)
+    outputs = expected_outputs(case.image, folder, output.dicom_seg)
     have_outputs = all(Path(p).is_file() for p in outputs.values())
-    if not options.overwrite and have_outputs and done.is_file():
+    if not output.overwrite and have_outputs and done.is_file():
         return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if options.overwrite or not have_outputs:
+    if output.overwrite or not have_outputs:
         # a case cut off mid-way may have some of its files: redo it whole
-        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False))
+        score_scan(model, case.image, folder, scoring, output=replace(output, overwrite=True, progress=False))
         how = "scored"
     else:
         how = "rescored"
     scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
-    voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
+    voxel = scan_voxel_metrics(outputs["map"], case.mask, scoring.threshold)
     label, label_source = case.label, "manifest"
     if label is None and voxel["lesion_voxels"] is not None:
         label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
@@ -110,7 +114,8 @@ def evaluate_cohort(
     model: AnomalyCLIP,
     cases: list[CohortCase],
     out_dir: str | os.PathLike,
-    options: ScanScoringOptions,
+    scoring: ScoringOptions,
+    output: OutputOptions | None = None,
     ctx: DistributedContext | None = None,
     progress: bool = False,
 ) -> tuple[list[dict], dict[str, int]]:
@@ -126,7 +131,7 @@ def evaluate_cohort(
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
     for index, case in tqdm(ctx.shard(cases), desc=f"cases (rank {ctx.rank})", disable=not progress):
         try:
-            record, how = evaluate_case(model, case, out_dir, options)
+            record, how = evaluate_case(model, case, out_dir, scoring, output)
         except Exception as err:  # noqa: BLE001 - one bad scan must not stop a cohort; its error is reported
             logger.warning("case %s failed: %s: %s", case.case_id, type(err).__name__, err)
             record, how = _failed(case, err), "failed"

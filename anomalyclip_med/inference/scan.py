@@ -8,42 +8,50 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
-from anomalyclip_med.errors import InputError, OutputExistsError
-from anomalyclip_med.inference.slices import SliceScores, score_slices
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.options import (
+    AGGREGATIONS,
+    LoadingOptions,
+    OutputOptions,
+    ScoringOptions,
+    scan_options_record,
+)
+from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.scans import LoadScan, case_id_of
 from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.transforms.intensity import IntensityPreset
-from anomalyclip_med.transforms.slicing import resolve_axis
 from anomalyclip_med.utils.atomic import atomic_path
-from anomalyclip_med.utils.paths import check_writable_dir
+from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = [
-    "AGGREGATIONS",
     "OUTPUT_SUFFIXES",
     "DICOM_SEG_SUFFIX",
-    "ScanScoringOptions",
     "ScanResult",
+    "PreparedScan",
+    "ScoredScan",
     "aggregate_scores",
     "case_id_of",
     "expected_outputs",
     "scan_report",
     "score_loaded_scan",
+    "prepare_scan",
+    "compute_scan",
+    "write_scan",
     "score_scan",
 ]
 
 logger = logging.getLogger(__name__)
 
-AGGREGATIONS = ("topk_mean", "max", "mean")
 OUTPUT_SUFFIXES = {
     "map": "_anomaly_map.nii.gz",
     "seg": "_anomaly_seg.nii.gz",
@@ -52,83 +60,6 @@ OUTPUT_SUFFIXES = {
 }
 DICOM_SEG_SUFFIX = "_anomaly_seg.dcm"
 _MONTAGE_TILE = 256
-
-
-@dataclass
-class ScanScoringOptions:
-    """
-    How :func:`score_scan` scores a scan (defaults in brackets).
-
-    Attributes:
-        preset: intensity preset ["auto"]: ``auto``, a CT window (``brain``, ``subdural``, ``stroke``,
-            ``abdomen``, ``liver``, ``lung``, ``bone``) or ``mri``; see
-            :class:`anomalyclip_med.transforms.intensity.IntensityPreset`.
-        axis: slicing axis [None = axial, whatever the scan's orientation]: ``axial``, ``coronal``, ``sagittal``
-            or an array axis 0..2.
-        threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
-        batch_size: slices per forward pass [8].
-        skip_empty: send only slices holding a body through the network; others score 0 [True].
-        body_mask: set the map to 0 outside the body (air, padding, background; see
-            :class:`anomalyclip_med.transforms.slicing.BodyMask`) [True]; ``False`` keeps the raw map.
-        z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
-        aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
-            ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
-        series_uid: SeriesInstanceUID to score in a DICOM folder holding several series [None].
-        volume_index: volume of a 4D file to score [None; required for 4D files with several volumes].
-        overwrite: replace existing outputs [False].
-        dicom_seg: also write a DICOM SEG referencing the source series; ignored for file inputs [False].
-        window_level: CT window level in HU replacing the preset's [None].
-        window_width: CT window width in HU replacing the preset's [None].
-        percentiles: percentiles of the ``mri`` normalisation [(1, 99)].
-        topk: slices averaged by ``topk_mean`` [5].
-        min_foreground: fraction of a slice that must be body for it to be scored [0.01].
-        montage_slices: most anomalous slices shown in the overlay PNG [6].
-        progress: show a progress bar [True].
-    """
-
-    preset: str = "auto"
-    axis: str | int | None = None
-    threshold: float = 0.5
-    batch_size: int = 8
-    skip_empty: bool = True
-    body_mask: bool = True
-    z_smooth: float = 0.0
-    aggregation: str = "topk_mean"
-    series_uid: str | None = None
-    volume_index: int | None = None
-    overwrite: bool = False
-    dicom_seg: bool = False
-    window_level: float | None = None
-    window_width: float | None = None
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    topk: int = 5
-    min_foreground: float = 0.01
-    montage_slices: int = 6
-    progress: bool = True
-
-    def intensity_preset(self) -> IntensityPreset:
-        """Check every option and build the intensity preset.
-
-        Raises:
-            InputError: an option out of range.
-        """
-        checks = [
-            (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.z_smooth >= 0, f"z smoothing must be >= 0 mm, got {self.z_smooth}"),
-            (self.aggregation in AGGREGATIONS, f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}"),
-            (self.topk >= 1, f"topk must be at least 1, got {self.topk}"),
-            (0.0 <= self.min_foreground <= 1.0, f"min_foreground must be in [0, 1], got {self.min_foreground}"),
-            (self.montage_slices >= 1, f"montage_slices must be at least 1, got {self.montage_slices}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(f"Invalid scoring option: {message}.")
-        try:
-            resolve_axis(np.eye(4), self.axis)
-            return IntensityPreset(self.preset, self.window_level, self.window_width, tuple(self.percentiles))
-        except ValueError as err:
-            raise InputError(f"Invalid scoring option: {err}") from None
 
 
 @dataclass
@@ -194,30 +125,19 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
 
 
 def score_loaded_scan(
-    model: AnomalyCLIP, image, preset: IntensityPreset, options: ScanScoringOptions, desc: str | None = None
+    model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
 ) -> tuple[SliceScores, float]:
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
-    result = score_slices(
-        model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
-        min_foreground=options.min_foreground, z_smooth=options.z_smooth, body_mask=options.body_mask,
-        progress=options.progress, desc=desc,
-    )
-    return result, aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
+    plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
+                       scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
+    return _score_plan(model, image, plan, scoring, progress, desc)
 
 
-def _check_destination(source: Path, out_dir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
-    """Refuse, before any work, an output folder that cannot be written or would change the inputs."""
-    if source.is_dir() and out_dir.resolve() == source.resolve():
-        raise InputError(f"Output folder '{out_dir}' is the input DICOM folder; writing there would change the "
-                         "input series. Choose another --out.")
-    check_writable_dir(out_dir)
-    clashes = [p for p in outputs.values() if p.resolve() == source.resolve()]
-    if clashes:
-        raise InputError(f"Output '{clashes[0]}' would overwrite the input scan; choose another --out.")
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"Output(s) exist: {', '.join(existing)}. Pass --overwrite "
-                                "(ScanScoringOptions.overwrite) to replace them.")
+def _score_plan(
+    model: AnomalyCLIP, image, plan: SlicePlan, scoring: ScoringOptions, progress: bool, desc: str | None
+) -> tuple[SliceScores, float]:
+    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth, scoring.threshold, progress, desc)
+    return result, aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
 
 
 def _montage_slices(result: SliceScores, count: int) -> list[int]:
@@ -230,21 +150,22 @@ def _montage_slices(result: SliceScores, count: int) -> list[int]:
 
 
 def _write_montage(
-    path: str, image: torch.Tensor, result: SliceScores, options: ScanScoringOptions, warning: str | None
+    path: str, image: torch.Tensor, result: SliceScores, count: int, threshold: float, warning: str | None
 ) -> None:
     g = result.geometry
-    index = _montage_slices(result, options.montage_slices)
+    index = _montage_slices(result, count)
     raw = image.as_tensor()[0].movedim(g.axis, 0)[index]
     shown = convert_to_tensor(result.preset.transform(raw), track_meta=False)
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
     captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
                 + ("" if result.scored[i] else " (skipped)") for i in index]
-    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
+    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning,
+                  threshold=threshold)
 
 
 def scan_report(
-    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
-    outputs: dict[str, Path] | None = None,
+    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
+    outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
 ) -> dict[str, Any]:
     """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
     meta = image.meta
@@ -263,77 +184,115 @@ def scan_report(
         "nonfinite_voxels_replaced": int(meta.get("nonfinite_voxels", 0)),
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
-                    "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth,
-                    "body_mask": options.body_mask, "body_voxels": result.body_voxels},
+                    "skip_empty": scoring.skip_empty, "foreground_threshold": result.foreground_threshold,
+                    "min_foreground": scoring.min_foreground, "z_smooth_mm": scoring.z_smooth,
+                    "body_mask": scoring.body_mask, "body_voxels": result.body_voxels},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
-        "aggregation": {"method": options.aggregation, "topk": options.topk},
-        "threshold": options.threshold,
-        "anomalous_voxels": int((result.anomaly_map >= options.threshold).sum()),
+        "aggregation": {"method": scoring.aggregation, "topk": scoring.topk},
+        "threshold": scoring.threshold,
+        "anomalous_voxels": int((result.anomaly_map >= scoring.threshold).sum()),
         "outputs": {k: p.name for k, p in (outputs or {}).items()},
-        "options": {k: v for k, v in asdict(options).items() if k not in ("progress",)},
+        "options": scan_options_record(scoring, loading, output),
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
     }
 
 
-def score_scan(
-    model: AnomalyCLIP,
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    options: ScanScoringOptions | None = None,
-) -> ScanResult:
+@dataclass
+class PreparedScan:
     """
-    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`).
+    A scan read and planned, ready for the network (:func:`prepare_scan`).
 
-    Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
-    ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
-    ``options.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
-    ``options.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
-    is written to a temporary file and renamed, the scores JSON last. Inputs are never modified.
+    Attributes:
+        source: the scan's path as given.
+        case_id: the case name used in the output file names.
+        outputs: where its outputs go (:func:`expected_outputs`).
+        image: the scan as loaded by :class:`LoadScan` (raw intensities; in pinned memory for a CUDA model).
+        plan: the slicing, intensity preset and slices to score.
+    """
+
+    source: Path
+    case_id: str
+    outputs: dict[str, Path]
+    image: Any
+    plan: SlicePlan
+
+
+@dataclass
+class ScoredScan:
+    """What the network and the device-side post-processing made of a :class:`PreparedScan` (host arrays)."""
+
+    result: SliceScores
+    scan_score: float
+
+
+def prepare_scan(
+    source: str | os.PathLike, out_dir: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions,
+    output: OutputOptions, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False,
+) -> PreparedScan:
+    """
+    The host side before the network: check the destination, read the scan whole and plan its slices (preset,
+    foreground test). Runs ahead of the network in :class:`anomalyclip_med.inference.pipeline.ScanPipeline`.
 
     Args:
-        model: the AnomalyCLIP network.
-        source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
-        out_dir: output folder (created if needed).
-        options: scoring options (defaults: :class:`ScanScoringOptions`).
-
-    Raises:
-        InputError: a bad scan or option, or an unwritable output folder.
-        OutputExistsError: outputs exist and ``options.overwrite`` is false.
+        image_size, mean, std: the network input's side and normalisation (``model.config.image_size``,
+            ``model.mean``, ``model.std``; the model itself is not touched here).
+        pin_memory: put the scan in page-locked memory for a fast, asynchronous upload to a CUDA device.
     """
-    options = options or ScanScoringOptions()
-    preset = options.intensity_preset()
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise InputError(f"Scan '{source}' does not exist.")
-    case = case_id_of(source)
-    outputs = expected_outputs(source, out_dir, options.dicom_seg)
-    _check_destination(source, out_dir, outputs, options.overwrite)
+    outputs = expected_outputs(source, out_dir, output.dicom_seg)
+    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
+    image = LoadScan(loading.series_uid, loading.volume_index)(source)
+    plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
+                       scoring.min_foreground, body_mask=scoring.body_mask)
+    if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
+        image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
+        if plan.body is not None:
+            plan.body = plan.body.pin_memory()
+    return PreparedScan(source, case_id_of(source), outputs, image, plan)
 
-    image = LoadScan(options.series_uid, options.volume_index)(source)
-    result, scan_score = score_loaded_scan(model, image, preset, options, desc=case)
-    seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
-    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
-                result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
-                scan_score)
 
+def compute_scan(
+    model: AnomalyCLIP, prepared: PreparedScan, scoring: ScoringOptions, progress: bool = False
+) -> ScoredScan:
+    """The device side: every planned slice through the network, map post-processing on the model's device, and
+    one device-to-host copy of the final volumes."""
+    result, scan_score = _score_plan(model, prepared.image, prepared.plan, scoring, progress, prepared.case_id)
+    g = result.geometry
+    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", prepared.case_id, result.preset.name,
+                result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
+    return ScoredScan(result, scan_score)
+
+
+def write_scan(
+    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, scoring: ScoringOptions, loading: LoadingOptions,
+    output: OutputOptions,
+) -> ScanResult:
+    """
+    Write a scored scan's outputs, each to a temporary file renamed into place, the scores JSON last: a case's
+    outputs are whole or absent. Reads only the model's identity, so it can run beside the network.
+    """
+    image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
+    seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
     order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
     with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
+        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=output.overwrite)) for k in order}
         write_volume(result.anomaly_map, image.meta, tmp["map"])
         write_volume(seg, image.meta, tmp["seg"], label=True)
-        _write_montage(tmp["montage"], image, result, options, model.untrained_warning)
+        _write_montage(tmp["montage"], image, result, output.montage_slices, scoring.threshold,
+                       model.untrained_warning)
         if "dicom_seg" in outputs:
             write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
-                            __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, options, outputs), tmp["scores"])
+                            __version__, f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
+        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output), tmp["scores"])
     return ScanResult(
-        case_id=case,
-        source=str(source),
+        case_id=prepared.case_id,
+        source=str(prepared.source),
         map_path=outputs["map"],
         seg_path=outputs["seg"],
         scores_path=outputs["scores"],
@@ -344,3 +303,41 @@ def score_scan(
         preset=result.preset.name,
         scored_slices=int(result.scored.sum()),
     )
+
+
+def score_scan(
+    model: AnomalyCLIP,
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    scoring: ScoringOptions | None = None,
+    loading: LoadingOptions | None = None,
+    output: OutputOptions | None = None,
+) -> ScanResult:
+    """
+    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
+    :func:`compute_scan` and :func:`write_scan` in turn (a cohort overlaps them with
+    :class:`anomalyclip_med.inference.pipeline.ScanPipeline`).
+
+    Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
+    ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
+    ``scoring.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
+    ``output.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
+    is written to a temporary file and renamed, the scores JSON last. Inputs are never modified.
+
+    Args:
+        model: the AnomalyCLIP network.
+        source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
+        out_dir: output folder (created if needed).
+        scoring: how the scan is scored (defaults: :class:`ScoringOptions`).
+        loading: which volume of the input is scored (defaults: :class:`LoadingOptions`).
+        output: what is written and how (defaults: :class:`OutputOptions`).
+
+    Raises:
+        InputError: a bad scan, or an unwritable output folder.
+        OutputExistsError: outputs exist and ``output.overwrite`` is false.
+    """
+    scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
+    prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,
+                            model.std, pin_memory=model.device.type == "cuda")
+    scored = compute_scan(model, prepared, scoring, output.progress)
+    return write_scan(model, prepared, scored, scoring, loading, output)

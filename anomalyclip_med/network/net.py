@@ -22,6 +22,7 @@ from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, load_backbone
 from anomalyclip_med.network.checkpoint import load_prompt_state, prompt_state_from, read_prompt_checkpoint
 from anomalyclip_med.network.config import AnomalyCLIPConfig
+from anomalyclip_med.network.factory import ModelOptions
 from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, scores_from_forward
 
 __all__ = ["AnomalyCLIPNet", "OUTPUT_CHANNELS", "as_anomalyclip", "network_state", "save_network_state"]
@@ -30,9 +31,6 @@ __all__ = ["AnomalyCLIPNet", "OUTPUT_CHANNELS", "as_anomalyclip", "network_state
 OUTPUT_CHANNELS = ("anomaly_map", "image_score")
 
 _LEARNED = "anomalyclip.prompt_learner."
-# A random backbone (tests) is drawn from this torch seed, as the command line draws it, so that the same
-# arguments always give the same network.
-RANDOM_BACKBONE_SEED = 0
 
 
 class AnomalyCLIPNet(nn.Module):
@@ -57,7 +55,11 @@ class AnomalyCLIPNet(nn.Module):
         image_size: network input side (a multiple of the patch size).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast of the image tower.
         n_ctx, depth, t_n_ctx, feature_layers, map_layers, sigma, seed: :class:`AnomalyCLIPConfig` fields.
+        compile_network: ``torch.compile`` the image tower (not for export).
         cache_dir: open_clip's download cache.
+
+    Raises:
+        InputError: an invalid backbone, weights, size or precision option (checked by :class:`ModelOptions`).
     """
 
     def __init__(
@@ -73,17 +75,21 @@ class AnomalyCLIPNet(nn.Module):
         map_layers: tuple[int, ...] | None = None,
         sigma: float = AnomalyCLIPConfig.sigma,
         seed: int = AnomalyCLIPConfig.seed,
+        compile_network: bool = ModelOptions.compile_network,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(backbone_weights, str) and backbone_weights.lower() == "none":
-            backbone_weights = None  # "none" from a config or the command line means random weights
-        config = AnomalyCLIPConfig(image_size=int(image_size), n_ctx=n_ctx, depth=depth, t_n_ctx=t_n_ctx,
+        options = ModelOptions(backbone=backbone, backbone_weights=backbone_weights, image_size=image_size,
+                               precision=precision, compile_network=compile_network, cache_dir=cache_dir)
+        config = AnomalyCLIPConfig(image_size=options.image_size, n_ctx=n_ctx, depth=depth, t_n_ctx=t_n_ctx,
                                    feature_layers=feature_layers, map_layers=map_layers, sigma=sigma, seed=seed)
+        # a random (test) backbone is drawn from the factory's seed, as every other face draws it, without
+        # touching the caller's random state
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_BACKBONE_SEED)
-            clip, info = load_backbone(backbone or None, backbone_weights, cache_dir=cache_dir)
-        self.anomalyclip = AnomalyCLIP(clip, info, config, precision)
+            torch.manual_seed(options.seed)
+            clip, info = load_backbone(options.backbone, None if options.random_weights else options.backbone_weights,
+                                       cache_dir=options.cache_dir)
+        self.anomalyclip = AnomalyCLIP(clip, info, config, options.precision, options.compile_network)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AnomalyCLIPForward:
         if self.training:

@@ -210,7 +210,8 @@ class SliceToNetworkInput(Transform):
     def from_slices(self, slices: torch.Tensor, geometry: SliceGeometry) -> torch.Tensor:
         """(N, *geometry.slice_shape) stored slices in [0, 1] -> (N, 3, S, S) network inputs."""
         squares = geometry.to_square(torch.as_tensor(slices), self.image_size)
-        return (squares[:, None].expand(-1, 3, -1, -1) - self.mean) / self.std
+        mean, std = self.mean.to(squares.device), self.std.to(squares.device)
+        return (squares[:, None].expand(-1, 3, -1, -1) - mean) / std
 
     def __call__(self, img: NdarrayOrTensor, indices: list[int] | None = None) -> torch.Tensor:
         """
