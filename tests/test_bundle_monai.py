@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 import synthetic_trees
 from anomalyclip_med.bundle import as_bool, prompt_dataset
-from anomalyclip_med.network import AnomalyCLIPNet
+from anomalyclip_med.network import OUTPUT_CHANNELS, AnomalyCLIPNet
 from anomalyclip_med.training import TrainSettings, compute_losses, make_optimizer, train
 from conftest import TESTS, TINY_CLIP_JSON
 
@@ -108,7 +108,8 @@ def test_metadata_against_monai_schema():
         for key in ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range"):
             assert key in tensor, key
         assert len(tensor["channel_def"]) == tensor["num_channels"]
-    assert fmt["inputs"]["image"]["num_channels"] == 3 and fmt["outputs"]["pred"]["num_channels"] == 2
+    assert fmt["inputs"]["image"]["num_channels"] == 3
+    assert fmt["outputs"]["pred"]["num_channels"] == len(OUTPUT_CHANNELS) == 2
     # every number in eval_metrics says where it comes from
     numbers = {k for k, v in meta["eval_metrics"].items() if isinstance(v, (int, float))}
     assert numbers and all(k.startswith("published_") for k in numbers)
@@ -125,18 +126,23 @@ def test_boolean_overrides_read_one_way():
     with pytest.raises(SystemExit, match="expected a boolean"):
         as_bool("flase")
     # every boolean setting of every config reaches its component through as_bool
+    checked = set()
     for name in CONFIG_FILES[:-1]:
         text = (CONFIGS / name).read_text()
         parser = ConfigParser()
-        parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / name)] if name.startswith("multi") else
-                           str(CONFIGS / name))
+        stack = {"evaluate.json": ["train.json"], "multi_gpu_train.json": ["train.json"],
+                 "multi_gpu_evaluate.json": ["train.json", "evaluate.json"]}.get(name, [])
+        parser.read_config([str(CONFIGS / f) for f in [*stack, name]])
         for key, value in json.loads(text).items():
             # a setting: a literal, or a default read from the package's option dataclasses
-            setting = not isinstance(value, (dict, list, str)) or re.fullmatch(r"\$anomalyclip_med(\.\w+)+", value)
+            setting = (re.fullmatch(r"\$anomalyclip_med(\.\w+)+", value) if isinstance(value, str)
+                       else not isinstance(value, (dict, list)))
             if setting and "#" not in key and key != "save_execute_config":  # MONAI's own tracking option
                 if isinstance(parser.get_parsed_content(key), bool):
                     uses = text.count(f"@{key}")
                     assert uses and uses == text.count(f"as_bool(@{key})"), (name, key)
+                    checked.add(key)
+    assert {"skip_empty", "body_mask", "progress", "find_unused_parameters"} <= checked
 
 
 def test_model_zoo_checks(data):

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
-from anomalyclip_med.utils.atomic import atomic_path
-
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, load_backbone
 from anomalyclip_med.network.checkpoint import load_prompt_state, prompt_state_from, read_prompt_checkpoint
 from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.factory import ModelOptions
 from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, scores_from_forward
+from anomalyclip_med.utils.atomic import atomic_path
 
 __all__ = ["AnomalyCLIPNet", "OUTPUT_CHANNELS", "as_anomalyclip", "network_state", "save_network_state"]
 
