@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from dataclasses import replace
 
 from anomalyclip_med.cli.options import (
     add_model_options,
@@ -14,9 +15,11 @@ from anomalyclip_med.cli.options import (
 )
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
-from anomalyclip_med.inference.scan import expected_outputs, score_scan
+from anomalyclip_med.inference.pipeline import ScanPipeline
+from anomalyclip_med.inference.scan import expected_outputs
 from anomalyclip_med.io.scans import case_id_of, expand_sources
-from anomalyclip_med.network.factory import create_model
+from anomalyclip_med.network.factory import create_model, resolve_device
+from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.paths import check_outputs
 
 
@@ -60,6 +63,12 @@ def _preflight(sources, out_dir, output: OutputOptions) -> None:
     check_outputs(out_dir, outputs, sources, output.overwrite)
 
 
+def _error_line(source, err: Exception) -> str:
+    if isinstance(err, AnomalyCLIPMedError):  # these name the file and the fix already
+        return f"error: {err}"
+    return f"error: {case_id_of(source)} ({source}): {type(err).__name__}: {err}"
+
+
 def run(args: argparse.Namespace) -> int:
     # every option is checked (by its dataclass) before any input is read or weights load
     scoring = scoring_options_from_args(args)
@@ -68,20 +77,29 @@ def run(args: argparse.Namespace) -> int:
     model_options = model_options_from_args(args)
     sources = expand_sources(args.inputs)
     _preflight(sources, args.out, output)
-    model = create_model(model_options)
-    if model.untrained_warning:
-        print(model.untrained_warning)
-    failed = 0
-    for source in sources:
-        try:
-            result = score_scan(model, source, args.out, scoring, loading, output)
-        except AnomalyCLIPMedError as err:  # one bad scan must not stop the others; each case is all-or-nothing
-            print(f"error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{result.case_id}: scan score {result.scan_score:.4f} ({result.scored_slices}/"
-              f"{len(result.slice_scores)} slices scored, preset {result.preset}) -> {result.map_path.parent}")
-    print(f"scored {len(sources) - failed} of {len(sources)} scan(s) into {args.out}")
-    if model.untrained_warning:
-        print(model.untrained_warning)
-    return 2 if failed else 0
+    # under torchrun each process scores every WORLD_SIZE-th scan (outputs are per case, so they do not meet)
+    with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
+        model = create_model(replace(model_options, device=str(ctx.device)))
+        if model.untrained_warning and ctx.is_main:
+            print(model.untrained_warning)
+        failed = 0
+        # the next scans are read while the network scores one, and the previous one's outputs written;
+        # one bad scan must not stop the others; each case is all-or-nothing
+        pipeline = ScanPipeline(model, scoring, loading, output)
+        for outcome in pipeline.run((source, args.out) for _, source in ctx.shard(sources)):
+            if not outcome.ok:
+                print(_error_line(outcome.item[0], outcome.error), file=sys.stderr)
+                failed += 1
+                continue
+            result = outcome.result
+            print(f"{result.case_id}: scan score {result.scan_score:.4f} ({result.scored_slices}/"
+                  f"{len(result.slice_scores)} slices scored, preset {result.preset}) -> {result.map_path.parent}")
+        failed = sum(ctx.gather(failed))
+        if ctx.is_main:
+            print(f"scored {len(sources) - failed} of {len(sources)} scan(s) into {args.out}"
+                  + (f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""))
+            if model.untrained_warning:
+                print(model.untrained_warning)
+        ctx.barrier()
+    # rank 0 alone reports failed cases by its status: torchrun stops the other ranks as soon as one exits non-zero
+    return 2 if failed and ctx.is_main else 0

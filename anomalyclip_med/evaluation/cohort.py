@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,8 +18,16 @@ from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
 from anomalyclip_med.io.writers import write_json
-from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
-from anomalyclip_med.inference.scan import expected_outputs, score_scan
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
+from anomalyclip_med.inference.scan import (
+    PreparedScan,
+    ScoredScan,
+    compute_scan,
+    expected_outputs,
+    prepare_scan,
+    write_scan,
+)
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
@@ -45,12 +53,85 @@ def _scores(scores_path: Path) -> tuple[float, list[float]]:
     return float(data["scan_score"]), [float(s) for s in data["slice_scores"]]
 
 
+@dataclass
+class _CaseWork:
+    """What the read stage decided for a case: ``how`` it is obtained, and the prepared scan when it is scored."""
+
+    how: str
+    prepared: PreparedScan | None = None
+
+
+class _CaseStages:
+    """
+    A case in the three stages of :class:`StagedPipeline`: decide and read (host, ahead of the network), score
+    (device), write the scan outputs and then the metrics computed from them (host, behind the network).
+    """
+
+    def __init__(self, model: AnomalyCLIP, out_dir: str | os.PathLike, scoring: ScoringOptions,
+                 output: OutputOptions | None) -> None:
+        self.model, self.out_dir, self.scoring = model, Path(out_dir), scoring
+        self.output = output or OutputOptions()
+        # a case cut off mid-way may have some of its files: redo it whole
+        self.scan_output = replace(self.output, overwrite=True, progress=False)
+        self.loading = LoadingOptions()
+
+    def prepare(self, case: CohortCase) -> _CaseWork:
+        folder = case_dir(self.out_dir, case)
+        outputs = expected_outputs(case.image, folder, self.output.dicom_seg)
+        have_outputs = all(Path(p).is_file() for p in outputs.values())
+        if not self.output.overwrite and have_outputs and (folder / _DONE).is_file():
+            return _CaseWork("reused")
+        if not self.output.overwrite and have_outputs:
+            return _CaseWork("rescored")
+        m = self.model
+        return _CaseWork("scored", prepare_scan(case.image, folder, self.scoring, self.loading, self.scan_output,
+                                                m.config.image_size, m.mean, m.std,
+                                                pin_memory=m.device.type == "cuda"))
+
+    def compute(self, case: CohortCase, work: _CaseWork) -> ScoredScan | None:
+        return compute_scan(self.model, work.prepared, self.scoring) if work.prepared is not None else None
+
+    def write(self, case: CohortCase, work: _CaseWork, scored: ScoredScan | None) -> tuple[dict, str]:
+        folder = case_dir(self.out_dir, case)
+        done = folder / _DONE
+        if work.how == "reused":
+            return json.loads(done.read_text(encoding="utf-8")), "reused"
+        if scored is not None:
+            write_scan(self.model, work.prepared, scored, self.scoring, self.loading, self.scan_output)
+        outputs = expected_outputs(case.image, folder, self.output.dicom_seg)
+        scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
+        voxel = scan_voxel_metrics(outputs["map"], case.mask, self.scoring.threshold)
+        label, label_source = case.label, "manifest"
+        if label is None and voxel["lesion_voxels"] is not None:
+            label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
+        record = {
+            "case_id": case.case_id,
+            "image": str(case.image),
+            "mask": None if case.mask is None else str(case.mask),
+            "label": label,
+            "label_source": label_source if label is not None else None,
+            "status": "ok",
+            "error": None,
+            "scan_score": scan_score,
+            "max_slice_score": max(slice_scores) if slice_scores else None,
+            "n_slices": len(slice_scores),
+            **{k: finite_or_none(v) for k, v in voxel.items()},
+            **{k: _relative(p, self.out_dir) for k, p in outputs.items()},
+        }
+        write_json(record, done)
+        return record, work.how
+
+    def pipeline(self, overlapped: bool) -> StagedPipeline:
+        return StagedPipeline(self.prepare, self.compute, self.write, prefetch=DEFAULT_PREFETCH if overlapped else 0,
+                              background_write=overlapped)
+
+
 def evaluate_case(
     model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, scoring: ScoringOptions,
     output: OutputOptions | None = None,
 ) -> tuple[dict, str]:
     """
-    Score one case (or reuse its outputs) and compute its metrics.
+    Score one case (or reuse its outputs) and compute its metrics, in the calling thread.
 
     Args:
         model: the detector.
@@ -67,41 +148,10 @@ def evaluate_case(
     Raises:
         whatever the scan scoring or the metric computation raises (the caller records it).
     """
-    output = output or OutputOptions()
-    out_dir = Path(out_dir)
-    folder = case_dir(out_dir, case)
-    done = folder / _DONE
-    outputs = expected_outputs(case.image, folder, output.dicom_seg)
-    have_outputs = all(Path(p).is_file() for p in outputs.values())
-    if not output.overwrite and have_outputs and done.is_file():
-        return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if output.overwrite or not have_outputs:
-        # a case cut off mid-way may have some of its files: redo it whole
-        score_scan(model, case.image, folder, scoring, output=replace(output, overwrite=True, progress=False))
-        how = "scored"
-    else:
-        how = "rescored"
-    scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
-    voxel = scan_voxel_metrics(outputs["map"], case.mask, scoring.threshold)
-    label, label_source = case.label, "manifest"
-    if label is None and voxel["lesion_voxels"] is not None:
-        label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
-    record = {
-        "case_id": case.case_id,
-        "image": str(case.image),
-        "mask": None if case.mask is None else str(case.mask),
-        "label": label,
-        "label_source": label_source if label is not None else None,
-        "status": "ok",
-        "error": None,
-        "scan_score": scan_score,
-        "max_slice_score": max(slice_scores) if slice_scores else None,
-        "n_slices": len(slice_scores),
-        **{k: finite_or_none(v) for k, v in voxel.items()},
-        **{k: _relative(p, out_dir) for k, p in outputs.items()},
-    }
-    write_json(record, done)
-    return record, how
+    (outcome,) = _CaseStages(model, out_dir, scoring, output).pipeline(overlapped=False).run([case])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
 
 
 def _failed(case: CohortCase, err: Exception) -> dict:
@@ -129,14 +179,20 @@ def evaluate_cohort(
     """
     ctx = ctx or DistributedContext()
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
-    for index, case in tqdm(ctx.shard(cases), desc=f"cases (rank {ctx.rank})", disable=not progress):
-        try:
-            record, how = evaluate_case(model, case, out_dir, scoring, output)
-        except Exception as err:  # noqa: BLE001 - one bad scan must not stop a cohort; its error is reported
+    shard = ctx.shard(cases)
+    # the next cases are read while the network scores one, and the previous one's outputs and metrics written
+    stages = _CaseStages(model, out_dir, scoring, output).pipeline(overlapped=True)
+    outcomes = stages.run(case for _, case in shard)
+    for outcome in tqdm(outcomes, total=len(shard), desc=f"cases (rank {ctx.rank})", disable=not progress):
+        case = outcome.item
+        if outcome.ok:
+            record, how = outcome.result
+        else:  # one bad scan must not stop a cohort; its error is reported
+            err = outcome.error
             logger.warning("case %s failed: %s: %s", case.case_id, type(err).__name__, err)
             record, how = _failed(case, err), "failed"
         counts[how] += 1
-        mine.append((index, record))
+        mine.append((shard[outcome.index][0], record))
     gathered = ctx.gather((mine, counts))
     records = [r for _, r in sorted((item for part, _ in gathered for item in part), key=lambda x: x[0])]
     total = {k: sum(c[k] for _, c in gathered) for k in counts}
