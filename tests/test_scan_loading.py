@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.scans import LoadScan, case_id_of, expand_sources
+from anomalyclip_med.io.scans import case_id_of, expand_sources
+from anomalyclip_med.transforms import LoadScan
 from conftest import SHARED_DATA, needs_shared_data
 from scan_data import LPS, oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 

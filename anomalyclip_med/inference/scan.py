@@ -27,7 +27,7 @@ from anomalyclip_med.inference.options import (
     scan_options_record,
 )
 from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
-from anomalyclip_med.io.scans import LoadScan, case_id_of
+from anomalyclip_med.io.scans import case_id_of, load_volume
 from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import atomic_path
@@ -127,7 +127,7 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
 def score_loaded_scan(
     model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
 ) -> tuple[SliceScores, float]:
-    """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
+    """Slice-wise scores of a scan loaded by :func:`anomalyclip_med.io.scans.load_volume`, and the scan score aggregated from them."""
     plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
                        scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
     return _score_plan(model, image, plan, scoring, progress, desc)
@@ -167,7 +167,7 @@ def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
     outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
 ) -> dict[str, Any]:
-    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :func:`anomalyclip_med.io.scans.load_volume`)."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
     case = case_id_of(source)
@@ -210,7 +210,7 @@ class PreparedScan:
         source: the scan's path as given.
         case_id: the case name used in the output file names.
         outputs: where its outputs go (:func:`expected_outputs`).
-        image: the scan as loaded by :class:`LoadScan` (raw intensities; in pinned memory for a CUDA model).
+        image: the scan as loaded by :func:`anomalyclip_med.io.scans.load_volume` (raw intensities; in pinned memory for a CUDA model).
         plan: the slicing, intensity preset and slices to score.
     """
 
@@ -247,7 +247,7 @@ def prepare_scan(
         raise InputError(f"Scan '{source}' does not exist.")
     outputs = expected_outputs(source, out_dir, output.dicom_seg)
     check_outputs(out_dir, outputs.values(), [source], output.overwrite)
-    image = LoadScan(loading.series_uid, loading.volume_index)(source)
+    image = load_volume(source, loading.series_uid, loading.volume_index)
     plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
                        scoring.min_foreground, body_mask=scoring.body_mask)
     if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed

@@ -26,12 +26,12 @@ from monai.transforms import MapTransform
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.overlay import colour_bar, overlay, save_png
+from anomalyclip_med.io.overlay import colour_bar, heatmap_overlay, save_png
 from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
-__all__ = ["REPORT_KEY", "SaveScanReportd", "SaveVolumed", "write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg"]
+__all__ = ["write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
@@ -117,7 +117,7 @@ def write_montage(
     for i in range(n):
         grey = Image.fromarray(np.round(slices[i].numpy() * 255).astype(np.uint8), mode="L")
         r, c = divmod(i, columns)
-        montage.paste(overlay(grey, maps[i].numpy(), low=low), (c * size, r * size))
+        montage.paste(heatmap_overlay(grey, maps[i].numpy(), low=low), (c * size, r * size))
         draw.text((c * size + 4, (r + 1) * size - 14), captions[i], fill=(255, 255, 255))
     montage.paste(bar, (tiles_width, 0))
     save_png(montage, path, warning=warning)
@@ -187,83 +187,3 @@ def write_dicom_seg(
         omit_empty_frames=False,
     )
     segmentation.save_as(os.fspath(path))
-
-
-# meta-data key under which SliceAnomalyInferer attaches each map's JSON scores report
-REPORT_KEY = "anomaly_report"
-
-
-class SaveScanReportd(MapTransform):
-    """
-    Write the JSON scores report attached by :class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` to a
-    predicted map, next to the map that ``SaveImaged`` writes with the same ``output_dir`` / ``data_root_dir``
-    (``<case>_scores.json``; MONAI's ``FolderLayout`` names both), atomically.
-
-    Args:
-        keys: keys of the predicted maps.
-        output_dir: output folder.
-        output_postfix: appended to the case name ["scores"].
-        data_root_dir: as ``SaveImaged``'s: keep the input's folders below this root in the output.
-        overwrite: replace an existing report [True, as ``SaveImaged`` does].
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str | os.PathLike,
-        output_postfix: str = "scores",
-        data_root_dir: str = "",
-        overwrite: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".json", parent=False,
-                                   makedirs=True, data_root_dir=data_root_dir)
-        self.overwrite = overwrite
-
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = d[key].meta
-            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
-            write_json(json.loads(meta[REPORT_KEY]), path, overwrite=self.overwrite)
-        return d
-
-
-class SaveVolumed(MapTransform):
-    """
-    Write predicted volumes as :func:`write_volume` does for ``anomalyclip-med score`` (NIfTI in the scan's geometry,
-    the input's qform/sform codes, a labelmap with the NIfTI ``label`` intent), atomically, named by MONAI's
-    ``FolderLayout`` as ``SaveImaged`` names them (``<case>_<postfix>.nii.gz``, input folders kept below
-    ``data_root_dir``).
-
-    Args:
-        keys: keys of (1, X, Y, Z) predictions whose meta data is the loaded scan's.
-        output_dir: output folder.
-        output_postfix: appended to the case name.
-        label: write a uint8 labelmap instead of a float32 map.
-        data_root_dir: keep the input's folders below this root in the output.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str | os.PathLike,
-        output_postfix: str,
-        label: bool = False,
-        data_root_dir: str = "",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".nii.gz", parent=False,
-                                   makedirs=True, data_root_dir=data_root_dir)
-        self.label = label
-
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = d[key].meta
-            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
-            with atomic_path(path) as tmp:
-                write_volume(d[key].detach().cpu().numpy()[0], meta, tmp, label=self.label)
-        return d
