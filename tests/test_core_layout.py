@@ -86,6 +86,17 @@ def test_command_line_defaults_are_the_dataclass_defaults(command):
     assert checked >= 6
 
 
+def test_command_line_writes_no_default_of_its_own():
+    """Every flag's default is read from the typed core (a dataclass field or a named constant), never a literal."""
+    literal = re.compile(r"default=(-?\d|\"|'|True|False)")
+    hits = [(p.name, line.strip()) for p in (PACKAGE / "cli").glob("*.py")
+            for line in p.read_text(encoding="utf-8").splitlines() if literal.search(line)]
+    assert hits == []
+    from anomalyclip_med.inference.images2d import PREDICT_BATCH_SIZE
+
+    assert _parser_defaults("predict")["batch_size"] == PREDICT_BATCH_SIZE
+
+
 def test_model_options_validate_and_default_to_auto_device():
     assert ModelOptions().device == "auto"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,8 +22,9 @@ from anomalyclip_med.transforms.image2d import image_transform
 from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_outputs
 
-__all__ = ["ImageResult", "output_names", "preprocess_images", "predict_images"]
+__all__ = ["PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "predict_images"]
 
+PREDICT_BATCH_SIZE = 8  # images per forward pass (the command line's --batch-size default)
 CSV_FIELDS = ("image", "image_score", "max_pixel_score", "map_file", "overlay_file", "warning")
 
 
@@ -70,7 +71,7 @@ def predict_images(
     model: AnomalyCLIP,
     images: list[Path],
     out_dir: str | os.PathLike,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[ImageResult]:

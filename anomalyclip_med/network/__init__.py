@@ -10,7 +10,10 @@ from anomalyclip_med._exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
-        "backbone": ("DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"),
+        "backbone": (
+            "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "BackboneSource", "SourceKind", "parse_backbone_source",
+            "check_image_tower", "load_backbone", "read_state_dict"
+        ),
         "checkpoint": (
             "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
             "save_prompt_checkpoint", "file_sha256", "prompt_state_from"
