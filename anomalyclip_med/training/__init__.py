@@ -16,6 +16,6 @@ __all__, __getattr__ = lazy_exports(
         "objective": ("PIXEL_WEIGHT", "PromptLoss", "compute_losses", "losses_from_forward"),
         "optim": ("LEARNING_RATE", "BETAS", "make_optimizer"),
         "losses": ("FocalLoss", "dice_loss"),
-        "run": ("TrainData", "train_on_dataset"),
+        "run": ("TRAIN_PROMPTS", "TrainData", "train_on_dataset"),
     },
 )
