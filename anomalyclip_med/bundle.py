@@ -31,14 +31,17 @@ from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
 from anomalyclip_med.training.loop import TrainResult, TrainSettings
 from anomalyclip_med.training.run import TrainData, train_on_dataset
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, prompt_path
 
 __all__ = [
     "BundleNetwork",
     "as_bool",
     "build_model",
     "default_prompts",
+    "default_weights_dir",
     "evaluate",
     "prompt_dataset",
+    "prompt_file",
     "scan_datalist",
     "torch_device",
     "train",
@@ -46,20 +49,32 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-_FIX = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
+_FIX = "(bundle overrides: --backbone_weights PATH, --prompts NAME_OR_PATH, --weights_dir DIR)"
+# the bundle's names for the options an offline error points to
+_BUNDLE_FLAGS = {"backbone": "--backbone_weights", "prompts": "--prompts", "weights_dir": "--weights_dir"}
 
 
-def default_prompts(bundle_root: str | os.PathLike) -> str | None:
-    """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
+def default_prompts(bundle_root: str | os.PathLike) -> str:
+    """The bundle's own prompts ``models/model.pt`` (see ``anomalyclip-med export-bundle``) when present, else the
+    named default (``mvtec-trained``: fetched, verified and cached on first use)."""
     path = Path(bundle_root) / "models" / "model.pt"
-    return str(path) if path.is_file() else None
+    return str(path) if path.is_file() else DEFAULT_PROMPTS
+
+
+def default_weights_dir(bundle_root: str | os.PathLike) -> str | None:
+    """The bundle's ``models`` folder, where ``large_files.yml`` puts the weights (and where ``anomalyclip-med
+    fetch-weights --dest`` can put them), if it exists: searched before the cache."""
+    path = Path(bundle_root) / "models"
+    return str(path) if path.is_dir() else None
 
 
 def _user_errors(call: Callable[[], T], hint: str = "") -> T:
     try:
         return call()
+    except WeightsUnavailableError as err:  # one line naming each missing file with the bundle's overrides
+        raise SystemExit(f"error: {err.describe(_BUNDLE_FLAGS)}") from None
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}" + (f"\n{hint}" if hint else "")) from None
+        raise SystemExit(f"error: {err}" + (f" {hint}" if hint else "")) from None
 
 
 class BundleNetwork(AnomalyCLIPNet):
@@ -73,6 +88,12 @@ class BundleNetwork(AnomalyCLIPNet):
         _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
 
 
+def prompt_file(prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None) -> str | None:
+    """The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
+    ``None`` for untrained prompts."""
+    return _user_errors(lambda: prompt_path(prompts, weights_dir), _FIX)
+
+
 def torch_device(name: str | torch.device) -> torch.device:
     """The bundle's ``device`` override as a torch device: ``auto`` (CUDA when available, else CPU) or a name."""
     return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
@@ -82,7 +103,7 @@ def warn_untrained(network: AnomalyCLIPNet, prompts: str | os.PathLike | None) -
     """Say loudly, once at start, when the scores will not mean anything (random backbone, or no prompts)."""
     parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
     if prompts is None:
-        parts.append("no prompts are given (models/model.pt or --prompts): the prompts are UNTRAINED")
+        parts.append("the prompts are UNTRAINED (--prompts untrained)")
     if parts:
         print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")
 
@@ -141,8 +162,8 @@ def _check_known(values: dict[str, Any], *classes: type) -> None:
 
 def build_model(**options: Any) -> AnomalyCLIP:
     """The model as every face builds it: keyword options are :class:`ModelOptions` fields (``backbone``,
-    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
-    ``seed``)."""
+    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``weights_dir``, ``feature_layers``, ``map_layers``,
+    ``image_size``, ``device`` ("auto"), ``precision``, ``seed``)."""
 
     def build() -> AnomalyCLIP:
         _check_known(options, ModelOptions)

@@ -23,6 +23,7 @@ from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.factory import ModelOptions
 from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, scores_from_forward
 from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.weights import UNTRAINED, resolve_weights
 
 __all__ = ["AnomalyCLIPNet", "OUTPUT_CHANNELS", "as_anomalyclip", "network_state", "save_network_state"]
 
@@ -55,6 +56,7 @@ class AnomalyCLIPNet(nn.Module):
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast of the image tower.
         n_ctx, depth, t_n_ctx, feature_layers, map_layers, sigma, seed: :class:`AnomalyCLIPConfig` fields.
         compile_network: ``torch.compile`` the image tower (not for export).
+        weights_dir: a folder written by ``anomalyclip-med fetch-weights``, searched before the cache.
         cache_dir: open_clip's download cache.
 
     Raises:
@@ -75,6 +77,7 @@ class AnomalyCLIPNet(nn.Module):
         sigma: float = AnomalyCLIPConfig.sigma,
         seed: int = AnomalyCLIPConfig.seed,
         compile_network: bool = ModelOptions.compile_network,
+        weights_dir: str | os.PathLike | None = None,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -86,8 +89,10 @@ class AnomalyCLIPNet(nn.Module):
         # touching the caller's random state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
-            clip, info = load_backbone(options.backbone, None if options.random_weights else options.backbone_weights,
-                                       cache_dir=options.cache_dir)
+            # named weights (the default OpenAI file) are found in weights_dir or the cache, or fetched, verified
+            files = resolve_weights(options.backbone, None if options.random_weights else options.backbone_weights,
+                                    UNTRAINED, weights_dir)
+            clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=options.cache_dir)
         self.anomalyclip = AnomalyCLIP(clip, info, config, options.precision, options.compile_network)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AnomalyCLIPForward:
