@@ -35,6 +35,7 @@ from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, pr
 
 __all__ = [
     "BundleNetwork",
+    "announce_prompts",
     "as_bool",
     "build_model",
     "default_prompts",
@@ -45,7 +46,6 @@ __all__ = [
     "scan_datalist",
     "torch_device",
     "train",
-    "warn_untrained",
 ]
 
 T = TypeVar("T")
@@ -99,10 +99,15 @@ def torch_device(name: str | torch.device) -> torch.device:
     return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
 
 
-def warn_untrained(network: AnomalyCLIPNet, prompts: str | os.PathLike | None) -> None:
-    """Say loudly, once at start, when the scores will not mean anything (random backbone, or no prompts)."""
+def announce_prompts(network: AnomalyCLIPNet, prompts: str | os.PathLike | None, prompt_file: str | None) -> None:
+    """
+    Tell the network which file ``CheckpointLoader`` will load its prompts from (named in every report), and say
+    loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts).
+    """
+    if prompt_file is not None:
+        network.record_prompt_file(prompt_file, None if Path(str(prompts)).is_file() else str(prompts))
     parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
-    if prompts is None:
+    if prompt_file is None:
         parts.append("the prompts are UNTRAINED (--prompts untrained)")
     if parts:
         print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")

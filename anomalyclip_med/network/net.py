@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, load_backbone
-from anomalyclip_med.network.checkpoint import load_prompt_state, prompt_state_from, read_prompt_checkpoint
+from anomalyclip_med.network.checkpoint import file_sha256, load_prompt_state, prompt_state_from, read_prompt_checkpoint
 from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.factory import ModelOptions
 from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, scores_from_forward
@@ -94,6 +94,7 @@ class AnomalyCLIPNet(nn.Module):
                                     UNTRAINED, weights_dir)
             clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=options.cache_dir)
         self.anomalyclip = AnomalyCLIP(clip, info, config, options.precision, options.compile_network)
+        self._prompt_file: tuple[str, str | None] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AnomalyCLIPForward:
         if self.training:
@@ -134,8 +135,17 @@ class AnomalyCLIPNet(nn.Module):
         prompts = prompt_state_from(dict(state_dict), strip=_LEARNED)
         load_prompt_state(self.anomalyclip.prompt_learner, prompts, "given to AnomalyCLIPNet.load_state_dict")
         self.anomalyclip.prompt_source = {"source": "network state dict", "trained": True}
+        if self._prompt_file is not None:  # the file the state came from, as AnomalyCLIP.load_prompts records it
+            path, name = self._prompt_file
+            self.anomalyclip.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
+                                              "trained": True, **({"name": name} if name else {})}
         self._cache_text_features()
         return _IncompatibleKeys([], [])
+
+    def record_prompt_file(self, path: str | os.PathLike, name: str | None = None) -> None:
+        """Name the file (and registry name) whose state ``load_state_dict`` will receive, e.g. from MONAI's
+        ``CheckpointLoader``, so that the reports identify the prompts by file, digest and name."""
+        self._prompt_file = (str(path), name)
 
     @property
     def device(self) -> torch.device:
