@@ -31,7 +31,7 @@ from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
 from anomalyclip_med.training.loop import TrainResult, TrainSettings
 from anomalyclip_med.training.run import TrainData, train_on_dataset
-from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, prompt_path
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
 
 __all__ = [
     "BundleNetwork",
@@ -88,10 +88,17 @@ class BundleNetwork(AnomalyCLIPNet):
         _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
 
 
-def prompt_file(prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None) -> str | None:
-    """The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
-    ``None`` for untrained prompts."""
-    return _user_errors(lambda: prompt_path(prompts, weights_dir), _FIX)
+def prompt_file(
+    prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None, backbone: str | None = None,
+    backbone_weights: str | None = None,
+) -> str | None:
+    """
+    The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
+    ``None`` for untrained prompts. The backbone's named weights are found or fetched in the same step, so that an
+    offline run stops at start with one error naming every missing file.
+    """
+    weights = None if ModelOptions(backbone_weights=backbone_weights).random_weights else backbone_weights
+    return _user_errors(lambda: resolve_weights(backbone, weights, prompts, weights_dir).prompts, _FIX)
 
 
 def torch_device(name: str | torch.device) -> torch.device:
@@ -99,7 +106,7 @@ def torch_device(name: str | torch.device) -> torch.device:
     return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
 
 
-def announce_prompts(network: AnomalyCLIPNet, prompts: str | os.PathLike | None, prompt_file: str | None) -> None:
+def announce_prompts(prompt_file: str | None, prompts: str | os.PathLike | None, network: AnomalyCLIPNet) -> None:
     """
     Tell the network which file ``CheckpointLoader`` will load its prompts from (named in every report), and say
     loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts).
