@@ -13,7 +13,14 @@ from anomalyclip_med.network.model import PRECISIONS
 from anomalyclip_med.transforms.intensity import PRESETS
 from anomalyclip_med.weights import CACHE_ENV, DEFAULT_PROMPTS, UNTRAINED, WEIGHTS_DIR_ENV
 
-__all__ = ["add_model_options", "model_options_from_args", "add_scan_options", "scoring_options_from_args"]
+__all__ = [
+    "add_model_options",
+    "model_options_from_args",
+    "add_scan_options",
+    "scoring_options_from_args",
+    "add_calibration_options",
+    "calibration_options_from_args",
+]
 
 
 def add_model_options(parser: argparse.ArgumentParser, prompts: str = ModelOptions.prompts) -> None:
@@ -104,3 +111,30 @@ def scoring_options_from_args(args: argparse.Namespace) -> ScoringOptions:
         threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
         topk=args.topk, skip_empty=args.skip_empty, body_mask=args.body_mask,
     )
+
+
+def add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    """Decisions from a calibration on normals (``score``, ``predict``, ``evaluate``); see ``CalibrationOptions``."""
+    from anomalyclip_med.calibration.calibration import MAP_OUTPUTS, CalibrationOptions
+
+    d = CalibrationOptions()
+    g = parser.add_argument_group("calibration (thresholds from known-normal cases; docs/calibration.md)")
+    g.add_argument("--calibration", default=d.calibration, metavar="FILE",
+                   help="calibration JSON from 'anomalyclip-med calibrate' with the same model and scoring options: "
+                   "thresholds at --target-fpr replace the fixed labelmap threshold, and every slice/image and scan "
+                   "gets a calibrated p-value and a flag")
+    g.add_argument("--target-fpr", type=float, default=d.target_fpr, metavar="RATE",
+                   help=f"share of normal slices (images) and of normal scans flagged (default {d.target_fpr})")
+    g.add_argument("--map-fpr", type=float, default=d.map_fpr, metavar="RATE",
+                   help="share of normal voxels (pixels) in the labelmap (default: --target-fpr)")
+    g.add_argument("--map", dest="map_output", default=d.map_output, choices=MAP_OUTPUTS,
+                   help="write the anomaly map as the network's probabilities (default) or as calibrated voxel "
+                   "p-values (small = unusual among the normals; needs --calibration)")
+
+
+def calibration_options_from_args(args: argparse.Namespace):
+    """``CalibrationOptions`` from :func:`add_calibration_options`'s flags (checked: one ``error:`` line)."""
+    from anomalyclip_med.calibration.calibration import CalibrationOptions
+
+    return CalibrationOptions(calibration=args.calibration, target_fpr=args.target_fpr, map_fpr=args.map_fpr,
+                              map_output=args.map_output)

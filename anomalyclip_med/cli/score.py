@@ -8,8 +8,10 @@ from collections import Counter
 from dataclasses import replace
 
 from anomalyclip_med.cli.options import (
+    add_calibration_options,
     add_model_options,
     add_scan_options,
+    calibration_options_from_args,
     model_options_from_args,
     scoring_options_from_args,
 )
@@ -49,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="replace existing outputs")
     g.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
                    help="no progress bar")
+    add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -74,25 +77,31 @@ def run(args: argparse.Namespace) -> int:
     scoring = scoring_options_from_args(args)
     loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
     output = OutputOptions(overwrite=args.overwrite, dicom_seg=args.dicom_seg, progress=args.progress)
+    calibration = calibration_options_from_args(args)
     model_options = model_options_from_args(args)
     sources = expand_sources(args.inputs)
+    calibration.check("scans", scoring)
     _preflight(sources, args.out, output)
     # under torchrun each process scores every WORLD_SIZE-th scan (outputs are per case, so they do not meet)
     with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
         model = create_model(replace(model_options, device=str(ctx.device)))
+        decision = calibration.decision("scans", model.identity(), scoring)
         if model.untrained_warning and ctx.is_main:
             print(model.untrained_warning)
         failed = 0
         # the next scans are read while the network scores one, and the previous one's outputs written;
         # one bad scan must not stop the others; each case is all-or-nothing
-        pipeline = ScanPipeline(model, scoring, loading, output)
+        pipeline = ScanPipeline(model, scoring, loading, output, decision=decision)
         for outcome in pipeline.run((source, args.out) for _, source in ctx.shard(sources)):
             if not outcome.ok:
                 print(_error_line(outcome.item[0], outcome.error), file=sys.stderr)
                 failed += 1
                 continue
             result = outcome.result
-            print(f"{result.case_id}: scan score {result.scan_score:.4f} ({result.scored_slices}/"
+            flag = "" if decision is None else (
+                f", scan p-value {decision.p_values('scan', [result.scan_score])[0]:.4f}"
+                + (" FLAGGED" if decision.flags("scan", [result.scan_score])[0] else ""))
+            print(f"{result.case_id}: scan score {result.scan_score:.4f}{flag} ({result.scored_slices}/"
                   f"{len(result.slice_scores)} slices scored, preset {result.preset}) -> {result.map_path.parent}")
         failed = sum(ctx.gather(failed))
         if ctx.is_main:

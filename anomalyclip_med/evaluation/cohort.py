@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
@@ -48,9 +49,13 @@ def _relative(path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def _scores(scores_path: Path) -> tuple[float, list[float]]:
-    data = json.loads(scores_path.read_text(encoding="utf-8"))
-    return float(data["scan_score"]), [float(s) for s in data["slice_scores"]]
+def _scores(scores_path: Path) -> dict:
+    return json.loads(scores_path.read_text(encoding="utf-8"))
+
+
+def _calibration_of(scores_path: Path) -> str | None:
+    """The sha256 of the calibration a finished case was scored with (None: none)."""
+    return (_scores(scores_path).get("calibration") or {}).get("sha256")
 
 
 @dataclass
@@ -68,8 +73,10 @@ class _CaseStages:
     """
 
     def __init__(self, model: AnomalyCLIP, out_dir: str | os.PathLike, scoring: ScoringOptions,
-                 output: OutputOptions | None) -> None:
-        self.model, self.out_dir, self.scoring = model, Path(out_dir), scoring
+                 output: OutputOptions | None, decision: CalibratedDecision | None = None) -> None:
+        self.model, self.out_dir, self.decision = model, Path(out_dir), decision
+        self.scoring = scoring if decision is None else decision.scoring_options(scoring)
+        self.calibration = decision.calibration.sha256 if decision is not None else None
         self.output = output or OutputOptions()
         # a case cut off mid-way may have some of its files: redo it whole
         self.scan_output = replace(self.output, overwrite=True, progress=False)
@@ -79,6 +86,8 @@ class _CaseStages:
         folder = case_dir(self.out_dir, case)
         outputs = expected_outputs(case.image, folder, self.output.dicom_seg)
         have_outputs = all(Path(p).is_file() for p in outputs.values())
+        # a case scored with another calibration (or none) holds other p-values and labelmap: score it again
+        have_outputs = have_outputs and _calibration_of(outputs["scores"]) == self.calibration
         if not self.output.overwrite and have_outputs and (folder / _DONE).is_file():
             return _CaseWork("reused")
         if not self.output.overwrite and have_outputs:
@@ -97,9 +106,10 @@ class _CaseStages:
         if work.how == "reused":
             return json.loads(done.read_text(encoding="utf-8")), "reused"
         if scored is not None:
-            write_scan(self.model, work.prepared, scored, self.scoring, self.loading, self.scan_output)
+            write_scan(self.model, work.prepared, scored, self.scoring, self.loading, self.scan_output, self.decision)
         outputs = expected_outputs(case.image, folder, self.output.dicom_seg)
-        scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
+        scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
+        scan_score, slice_scores = float(scores["scan_score"]), [float(s) for s in scores["slice_scores"]]
         voxel = scan_voxel_metrics(outputs["map"], case.mask, self.scoring.threshold)
         label, label_source = case.label, "manifest"
         if label is None and voxel["lesion_voxels"] is not None:
@@ -115,6 +125,10 @@ class _CaseStages:
             "scan_score": scan_score,
             "max_slice_score": max(slice_scores) if slice_scores else None,
             "n_slices": len(slice_scores),
+            "scan_p_value": scores.get("scan_p_value"),
+            "scan_flag": scores.get("scan_flag"),
+            "flagged_slices": scores.get("flagged_slices"),
+            "calibration_sha256": self.calibration,
             **{k: finite_or_none(v) for k, v in voxel.items()},
             **{k: _relative(p, self.out_dir) for k, p in outputs.items()},
         }
@@ -128,7 +142,7 @@ class _CaseStages:
 
 def evaluate_case(
     model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, scoring: ScoringOptions,
-    output: OutputOptions | None = None,
+    output: OutputOptions | None = None, decision: CalibratedDecision | None = None,
 ) -> tuple[dict, str]:
     """
     Score one case (or reuse its outputs) and compute its metrics, in the calling thread.
@@ -139,6 +153,9 @@ def evaluate_case(
         out_dir: the cohort's output folder.
         scoring: how the scan is scored.
         output: what is written; ``output.overwrite`` recomputes a finished case.
+        decision: thresholds from a calibration on normals: its labelmap threshold replaces ``scoring.threshold``
+            (also for Dice and IoU), and the record holds the scan's p-value and flag. A case finished with another
+            calibration (or none) is scored again.
 
     Returns:
         ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
@@ -148,7 +165,7 @@ def evaluate_case(
     Raises:
         whatever the scan scoring or the metric computation raises (the caller records it).
     """
-    (outcome,) = _CaseStages(model, out_dir, scoring, output).pipeline(overlapped=False).run([case])
+    (outcome,) = _CaseStages(model, out_dir, scoring, output, decision).pipeline(overlapped=False).run([case])
     if outcome.error is not None:
         raise outcome.error
     return outcome.result
@@ -168,9 +185,12 @@ def evaluate_cohort(
     output: OutputOptions | None = None,
     ctx: DistributedContext | None = None,
     progress: bool = False,
+    decision: CalibratedDecision | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """
     Evaluate this process's share of ``cases`` and gather every process's records.
+
+    ``decision``: a calibration's thresholds (see :func:`evaluate_case`).
 
     Returns:
         ``(records, counts)``: one record per case in manifest order (failed cases with ``status`` "failed" and
@@ -181,7 +201,7 @@ def evaluate_cohort(
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
     shard = ctx.shard(cases)
     # the next cases are read while the network scores one, and the previous one's outputs and metrics written
-    stages = _CaseStages(model, out_dir, scoring, output).pipeline(overlapped=True)
+    stages = _CaseStages(model, out_dir, scoring, output, decision).pipeline(overlapped=True)
     outcomes = stages.run(case for _, case in shard)
     for outcome in tqdm(outcomes, total=len(shard), desc=f"cases (rank {ctx.rank})", disable=not progress):
         case = outcome.item

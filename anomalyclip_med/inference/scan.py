@@ -18,6 +18,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.options import (
     AGGREGATIONS,
@@ -166,8 +167,11 @@ def _write_montage(
 def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
     outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
+    decision: CalibratedDecision | None = None,
 ) -> dict[str, Any]:
-    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :func:`anomalyclip_med.io.scans.load_volume`)."""
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by
+    :func:`anomalyclip_med.io.scans.load_volume`); with a calibration ``decision`` also each slice's and the scan's
+    p-value and flag, and the calibration used."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
     case = case_id_of(source)
@@ -198,6 +202,7 @@ def scan_report(
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
+        **(decision.scan_fields(result.slice_scores, result.scored, scan_score) if decision else {}),
     }
 
 
@@ -271,25 +276,30 @@ def compute_scan(
 
 def write_scan(
     model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, scoring: ScoringOptions, loading: LoadingOptions,
-    output: OutputOptions,
+    output: OutputOptions, decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
     Write a scored scan's outputs, each to a temporary file renamed into place, the scores JSON last: a case's
-    outputs are whole or absent. Reads only the model's identity, so it can run beside the network.
+    outputs are whole or absent. Reads only the model's identity, so it can run beside the network. With a
+    calibration ``decision`` the report holds p-values and flags, and the map is written as the decision asks
+    (probabilities or calibrated p-values); the labelmap is at ``scoring.threshold`` either way (see
+    :meth:`CalibratedDecision.scoring_options`).
     """
     image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
     seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
     order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
     with contextlib.ExitStack() as stack:
         tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=output.overwrite)) for k in order}
-        write_volume(result.anomaly_map, image.meta, tmp["map"])
+        write_volume(result.anomaly_map if decision is None else decision.output_map(result.anomaly_map), image.meta,
+                     tmp["map"])
         write_volume(seg, image.meta, tmp["seg"], label=True)
         _write_montage(tmp["montage"], image, result, output.montage_slices, scoring.threshold,
                        model.untrained_warning)
         if "dicom_seg" in outputs:
             write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
                             __version__, f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output), tmp["scores"])
+        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output, decision),
+                   tmp["scores"])
     return ScanResult(
         case_id=prepared.case_id,
         source=str(prepared.source),
@@ -312,6 +322,7 @@ def score_scan(
     scoring: ScoringOptions | None = None,
     loading: LoadingOptions | None = None,
     output: OutputOptions | None = None,
+    decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
     Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
@@ -331,13 +342,17 @@ def score_scan(
         scoring: how the scan is scored (defaults: :class:`ScoringOptions`).
         loading: which volume of the input is scored (defaults: :class:`LoadingOptions`).
         output: what is written and how (defaults: :class:`OutputOptions`).
+        decision: thresholds, p-values and flags from a calibration on normals (its labelmap threshold replaces
+            ``scoring.threshold``).
 
     Raises:
         InputError: a bad scan, or an unwritable output folder.
         OutputExistsError: outputs exist and ``output.overwrite`` is false.
     """
     scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
+    if decision is not None:
+        scoring = decision.scoring_options(scoring)
     prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,
                             model.std, pin_memory=model.device.type == "cuda")
     scored = compute_scan(model, prepared, scoring, output.progress)
-    return write_scan(model, prepared, scored, scoring, loading, output)
+    return write_scan(model, prepared, scored, scoring, loading, output, decision)

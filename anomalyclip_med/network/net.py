@@ -134,11 +134,8 @@ class AnomalyCLIPNet(nn.Module):
         """
         prompts = prompt_state_from(dict(state_dict), strip=_LEARNED)
         load_prompt_state(self.anomalyclip.prompt_learner, prompts, "given to AnomalyCLIPNet.load_state_dict")
-        self.anomalyclip.prompt_source = {"source": "network state dict", "trained": True}
-        if self._prompt_file is not None:  # the file the state came from, as AnomalyCLIP.load_prompts records it
-            path, name = self._prompt_file
-            self.anomalyclip.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
-                                              "trained": True, **({"name": name} if name else {})}
+        if self._prompt_file is None:
+            self.anomalyclip.prompt_source = {"source": "network state dict", "trained": True}
         self._cache_text_features()
         return _IncompatibleKeys([], [])
 
@@ -146,6 +143,9 @@ class AnomalyCLIPNet(nn.Module):
         """Name the file (and registry name) whose state ``load_state_dict`` will receive, e.g. from MONAI's
         ``CheckpointLoader``, so that the reports identify the prompts by file, digest and name."""
         self._prompt_file = (str(path), name)
+        # the identity is needed before the loader runs (e.g. to check a calibration against the model)
+        self.anomalyclip.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
+                                          "trained": True, **({"name": name} if name else {})}
 
     @property
     def device(self) -> torch.device:
