@@ -17,34 +17,43 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from monai.data import load_decathlon_datalist
 
 from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
 from anomalyclip_med.calibration.collect import CalibrationRun
 from anomalyclip_med.calibration.run import CalibrateOptions
 from anomalyclip_med.calibration.run import calibrate as calibrate_inputs
+from anomalyclip_med.data.dataset import AnomalyDataset
+from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.options import BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
 from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
 from anomalyclip_med.io.scans import expand_sources
-from anomalyclip_med.network.factory import ModelOptions, create_model
+from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.network.net import AnomalyCLIPNet
 from anomalyclip_med.training.loop import TrainResult
 from anomalyclip_med.training.run import train_on_dataset
 from anomalyclip_med.training.settings import TrainData, TrainSettings
-from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
 
 __all__ = [
-    "default_prompts",
-    "default_weights_dir",
-    "scan_datalist",
+    "BundleNetwork",
+    "announce_prompts",
+    "as_bool",
     "build_model",
-    "evaluate",
-    "train",
     "calibrate",
     "calibration_decision",
-    "as_bool",
+    "default_prompts",
+    "default_weights_dir",
+    "evaluate",
+    "prompt_dataset",
+    "prompt_file",
+    "scan_datalist",
+    "torch_device",
+    "train",
 ]
 
 T = TypeVar("T")
@@ -78,6 +87,54 @@ def _user_errors(call: Callable[[], T], hint: str = "") -> T:
         raise SystemExit(2) from None
 
 
+class BundleNetwork(AnomalyCLIPNet):
+    """
+    The bundle's ``network_def``: :class:`anomalyclip_med.network.AnomalyCLIPNet` (same arguments, state dict and
+    outputs) whose construction errors (missing or unfit weights) end the run with one ``error:`` line naming
+    the bundle override that fixes it, instead of a traceback from inside the config parser.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
+
+
+def prompt_file(
+    prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None, backbone: str | None = None,
+    backbone_weights: str | None = None,
+) -> str | None:
+    """
+    The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
+    ``None`` for untrained prompts. The backbone's named weights are found or fetched in the same step, so that an
+    offline run stops at start with one error naming every missing file.
+    """
+    weights = None if ModelOptions(backbone_weights=backbone_weights).random_weights else backbone_weights
+    return _user_errors(lambda: resolve_weights(backbone, weights, prompts, weights_dir).prompts, _FIX)
+
+
+def torch_device(name: str | torch.device) -> torch.device:
+    """The bundle's ``device`` override as a torch device: ``auto`` (CUDA when available, else CPU) or a name."""
+    return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
+
+
+def announce_prompts(prompt_file: str | None, prompts: str | os.PathLike | None, network: AnomalyCLIPNet) -> None:
+    """
+    Tell the network which file ``CheckpointLoader`` will load its prompts from (named in every report), and say
+    loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts).
+    """
+    if prompt_file is not None:
+        network.record_prompt_file(prompt_file, None if Path(str(prompts)).is_file() else str(prompts))
+    parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
+    if prompt_file is None:
+        parts.append("the prompts are UNTRAINED (--prompts untrained)")
+    if parts:
+        print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")
+
+
+def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int, split: str = "test") -> AnomalyDataset:
+    """The training / validation images of a dataset in its native layout (``anomalyclip_med.data`` formats)."""
+    return _user_errors(lambda: AnomalyDataset(load_samples(dataset, dataset_dir, split), image_size))
+
+
 def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
     """
     ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
@@ -96,12 +153,16 @@ def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[
 
 
 def as_bool(value: Any) -> bool:
-    """A config or command-line boolean: ``true``/``false`` in any case (text from the command line) or a bool."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+    """
+    A config or command-line boolean, read one way whatever its spelling: ``python -m monai.bundle`` passes
+    ``True``/``False`` as booleans but ``true``/``false`` (as the README writes defaults) as text, which would be
+    truthy. Anything else ends the run with one ``error:`` line.
+    """
     if isinstance(value, bool):
         return value
-    raise InputError(f"Expected a boolean (true or false), got {value!r}.")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise SystemExit(f"error: expected a boolean (true or false), got {value!r}.")
 
 
 def _options(cls: type[T], values: dict[str, Any]) -> T:

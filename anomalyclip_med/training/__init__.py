@@ -12,7 +12,8 @@ __all__, __getattr__ = lazy_exports(
         "loop": (
             "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"
         ),
-        "objective": ("PIXEL_WEIGHT", "compute_losses"),
+        "engine": ("prepare_prompt_batch",),
+        "objective": ("PIXEL_WEIGHT", "PromptLoss", "compute_losses", "losses_from_forward"),
         "optim": ("BETAS", "make_optimizer"),
         "settings": ("LEARNING_RATE", "TRAIN_PROMPTS", "TrainSettings", "TrainData"),
         "losses": ("FocalLoss", "dice_loss"),
