@@ -20,7 +20,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, load_backbone
 from anomalyclip_med.network.checkpoint import file_sha256, load_prompt_state, prompt_state_from, read_prompt_checkpoint
 from anomalyclip_med.network.config import AnomalyCLIPConfig
-from anomalyclip_med.network.factory import ModelOptions
+from anomalyclip_med.network.factory import ModelOptions, resolve_device, resolve_precision
 from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, scores_from_forward
 from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.weights import UNTRAINED, resolve_weights
@@ -93,7 +93,8 @@ class AnomalyCLIPNet(nn.Module):
             files = resolve_weights(options.backbone, None if options.random_weights else options.backbone_weights,
                                     UNTRAINED, weights_dir)
             clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=options.cache_dir)
-        self.anomalyclip = AnomalyCLIP(clip, info, config, options.precision, options.compile_network)
+        precision = resolve_precision(options.precision, resolve_device(options.device))  # "auto" per device
+        self.anomalyclip = AnomalyCLIP(clip, info, config, precision, options.compile_network)
         self._prompt_file: tuple[str, str | None] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AnomalyCLIPForward:
