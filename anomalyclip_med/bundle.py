@@ -10,19 +10,18 @@ inside the config parser.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
-
-from monai.data import load_decathlon_datalist
+from typing import Any, NoReturn
 
 from anomalyclip_med.cli.options import model_from_args
 from anomalyclip_med.errors import AnomalyCLIPMedError
-from anomalyclip_med.io.scans import expand_sources
+from anomalyclip_med.inference.batch import ScanBatchRunner
+from anomalyclip_med.io.cases import ScanCase, datalist_cases
 from anomalyclip_med.network.model import AnomalyCLIP
 
-__all__ = ["default_prompts", "scan_datalist", "build_model", "run_command"]
+__all__ = ["default_prompts", "scan_cases", "resume_mode", "preflight", "run_batch", "build_model", "run_command"]
 
 
 def default_prompts(bundle_root: str | os.PathLike) -> str | None:
@@ -31,20 +30,57 @@ def default_prompts(bundle_root: str | os.PathLike) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
+def _bool(value: Any) -> bool:
+    """A boolean override: lower-case text from the command line (``true``/``false``) or a JSON boolean."""
+    return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
+
+
+def scan_cases(
+    dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, case_name: str = "stem", key: str = "testing"
+) -> list[ScanCase]:
     """
-    ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
-    datalist JSON (its ``key`` list, paths relative to the JSON's folder).
+    The scans of ``dataset_dir`` as batch cases (:func:`anomalyclip_med.io.cases.datalist_cases`): a folder of
+    scans (walked, sub-folders too), a DICOM series folder, or a MONAI datalist JSON (its ``key`` list of
+    ``{"image": ...}``, paths relative to the JSON's folder). Outputs mirror them below ``output_dir``.
     """
     try:
-        path = Path(dataset_dir)
-        if path.suffix.lower() == ".json" and path.is_file():
-            if key not in json.loads(path.read_text()):
-                raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
-            return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
-        return [{"image": str(p)} for p in expand_sources([path])]
+        return datalist_cases(dataset_dir, case_name, key, output_dir)
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}") from None
+        _exit(err)
+
+
+def resume_mode(resume: Any = False, overwrite: Any = False) -> str:
+    """The runner's resume mode from the bundle's ``continue`` and ``overwrite`` overrides."""
+    return "overwrite" if _bool(overwrite) else "continue" if _bool(resume) else "refuse"
+
+
+def preflight(runner: ScanBatchRunner) -> None:
+    """The runner's checks (:meth:`ScanBatchRunner.preflight`), run before the network is built."""
+    try:
+        runner.preflight()
+    except AnomalyCLIPMedError as err:
+        _exit(err)
+
+
+def run_batch(runner: ScanBatchRunner, network: AnomalyCLIP) -> int:
+    """
+    Run the batch; a case that fails is reported and the others go on.
+
+    Raises:
+        SystemExit: status 2 when any case failed (or the run was refused), as ``anomalyclip-med score``.
+    """
+    try:
+        summary = runner.run(network)
+    except AnomalyCLIPMedError as err:
+        _exit(err)
+    if summary.exit_status:
+        raise SystemExit(summary.exit_status)
+    return 0
+
+
+def _exit(err: AnomalyCLIPMedError) -> NoReturn:
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def build_model(

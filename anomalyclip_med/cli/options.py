@@ -9,7 +9,8 @@ import torch
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS
 from anomalyclip_med.network.model import PRECISIONS, AnomalyCLIP
 
-__all__ = ["add_model_options", "model_from_args", "resolve_device", "add_scan_options", "scan_options_from_args"]
+__all__ = ["add_model_options", "model_from_args", "resolve_device", "add_scan_options", "scan_options_from_args",
+           "add_batch_options", "resume_mode"]
 
 _RANDOM = ("none", "random")
 
@@ -92,3 +93,23 @@ def scan_options_from_args(args: argparse.Namespace, **extra):
         threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
         topk=args.topk, skip_empty=not args.keep_empty, **extra,
     )
+
+
+def add_batch_options(g: argparse._ActionsContainer, resume_default: bool = False) -> None:
+    """Case naming and what to do with existing outputs (``score`` and ``evaluate --dataset manifest``)."""
+    from anomalyclip_med.io.cases import CASE_NAMING
+
+    g.add_argument("--case-name", default="stem", choices=CASE_NAMING,
+                   help="how cases are named in outputs, logs and reports: 'stem' (file stem, DICOM series folder; "
+                   "parent folders added where names collide; default), 'parent' (parent folder + stem), "
+                   "'relpath' (path below the input folder)")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--continue", dest="resume", action="store_true", default=resume_default,
+                     help="reuse finished cases whose outputs are whole and were made from the same input, model "
+                     "and options; compute the others" + (" (default)" if resume_default else ""))
+    how.add_argument("--overwrite", action="store_true", help="compute every case again, replacing its outputs")
+
+
+def resume_mode(args: argparse.Namespace) -> str:
+    """``overwrite``, ``continue`` or ``refuse`` (see ``anomalyclip_med.inference.batch.RESUME_MODES``)."""
+    return "overwrite" if args.overwrite else "continue" if args.resume else "refuse"

@@ -1,52 +1,57 @@
 """
 Hospital cohort evaluation: score every scan of a manifest with the scan scoring, compute its metrics, and gather
-the per-case records (sharded over ``torchrun`` processes). A finished case is never recomputed; a failing case is
-recorded with its error and the run goes on.
+the per-case records (sharded over ``torchrun`` processes), with the batch runner of ``score``
+(:class:`anomalyclip_med.inference.batch.ScanBatchRunner`). A finished case is reused only when its input, model,
+options, mask and label are unchanged; a failing case is recorded with its error and the run goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from dataclasses import replace
+import sys
 from pathlib import Path
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
+from anomalyclip_med.inference.batch import ScanBatchRunner, describe_error
+from anomalyclip_med.inference.scan import ScanScoringOptions
+from anomalyclip_med.io.cases import ScanCase, input_fingerprint
 from anomalyclip_med.io.writers import write_json
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
-__all__ = ["CASES_DIR", "case_dir", "evaluate_case", "evaluate_cohort"]
+__all__ = ["CASES_DIR", "scan_case", "cohort_runner", "evaluate_case", "evaluate_cohort"]
 
 logger = logging.getLogger(__name__)
 
 CASES_DIR = "cases"
-_DONE = "metrics.json"  # written last: its presence marks a finished case
-
-
-def case_dir(out_dir: str | os.PathLike, case: CohortCase) -> Path:
-    """Where a case's outputs go: ``<out_dir>/cases/<case_id>/``."""
-    return Path(out_dir) / CASES_DIR / case.case_id
+_DONE = "metrics.json"  # written after the case's scan outputs; reused only if computed from the same things
 
 
 def _relative(path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def _scores(scores_path: Path) -> tuple[float, list[float]]:
-    data = json.loads(scores_path.read_text(encoding="utf-8"))
-    return float(data["scan_score"]), [float(s) for s in data["slice_scores"]]
+def _metrics_source(case: CohortCase, report: dict) -> dict:
+    """What a case's metrics were computed from: its scores JSON (which holds the input, model and options), its
+    mask file and its manifest label. Finished metrics are reused only when all three are unchanged."""
+    return {"scores_sha256": hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest(),
+            "mask": None if case.mask is None else input_fingerprint(case.mask), "label": case.label}
 
 
-def evaluate_case(
-    model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, options: ScanScoringOptions
-) -> tuple[dict, str]:
+def scan_case(case: CohortCase) -> ScanCase:
+    """The batch runner's case for a cohort case: named by its ``case_id``, written to ``cases/<case_id>/``."""
+    return ScanCase(case.case_id, Path(case.image), f"{CASES_DIR}/{case.case_id}")
+
+
+def evaluate_case(model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLike, runner: ScanBatchRunner
+                  ) -> tuple[dict, str]:
     """
     Score one case (or reuse its outputs) and compute its metrics.
 
@@ -54,31 +59,32 @@ def evaluate_case(
         model: the detector.
         case: the manifest entry.
         out_dir: the cohort's output folder.
-        options: scan scoring options; ``options.overwrite`` recomputes a finished case.
+        runner: the batch runner scoring the cohort's scans into ``out_dir`` (its resume mode decides what may be
+            reused).
 
     Returns:
         ``(record, how)``: the case record (also written to ``cases/<case_id>/metrics.json``) and how it was
-        obtained: ``"reused"`` (finished before), ``"rescored"`` (scan outputs reused, metrics computed) or
-        ``"scored"``.
+        obtained: ``"reused"`` (scan outputs and metrics of an earlier run with the same input, model, options,
+        mask and label), ``"rescored"`` (scan outputs reused, metrics computed) or ``"scored"``.
 
     Raises:
         whatever the scan scoring or the metric computation raises (the caller records it).
     """
     out_dir = Path(out_dir)
-    folder = case_dir(out_dir, case)
-    done = folder / _DONE
-    outputs = expected_outputs(case.image, folder, options.dicom_seg)
-    have_outputs = all(Path(p).is_file() for p in outputs.values())
-    if not options.overwrite and have_outputs and done.is_file():
-        return json.loads(done.read_text(encoding="utf-8")), "reused"
-    if options.overwrite or not have_outputs:
-        # a case cut off mid-way may have some of its files: redo it whole
-        score_scan(model, case.image, folder, replace(options, overwrite=True, progress=False))
-        how = "scored"
-    else:
-        how = "rescored"
-    scan_score, slice_scores = _scores(Path(outputs["scores"]))  # the scores file is the one source of truth
-    voxel = scan_voxel_metrics(outputs["map"], case.mask, options.threshold)
+    scan = scan_case(case)
+    done = scan.output_dir(out_dir) / _DONE
+    outputs = runner.outputs(scan)
+    report, how = runner.reusable(model, scan), "rescored"
+    if report is None:
+        image = runner.load(scan)
+        report, how = runner.write(model, scan, image, *runner.score(model, scan, image)), "scored"
+    source = _metrics_source(case, report)
+    if how == "rescored" and done.is_file():
+        previous = json.loads(done.read_text(encoding="utf-8"))
+        if previous.get("computed_from") == source:
+            return previous, "reused"
+    slice_scores = [float(s) for s in report["slice_scores"]]
+    voxel = scan_voxel_metrics(outputs["map"], case.mask, runner.options.threshold)
     label, label_source = case.label, "manifest"
     if label is None and voxel["lesion_voxels"] is not None:
         label, label_source = int(voxel["lesion_voxels"] > 0), "mask"
@@ -90,32 +96,43 @@ def evaluate_case(
         "label_source": label_source if label is not None else None,
         "status": "ok",
         "error": None,
-        "scan_score": scan_score,
+        "scan_score": float(report["scan_score"]),
         "max_slice_score": max(slice_scores) if slice_scores else None,
         "n_slices": len(slice_scores),
         **{k: finite_or_none(v) for k, v in voxel.items()},
         **{k: _relative(p, out_dir) for k, p in outputs.items()},
+        "computed_from": source,
     }
     write_json(record, done)
     return record, how
 
 
-def _failed(case: CohortCase, err: Exception) -> dict:
+def _failed(case: CohortCase, error: str) -> dict:
     return {"case_id": case.case_id, "image": str(case.image), "mask": None if case.mask is None else str(case.mask),
             "label": case.label, "label_source": "manifest" if case.label is not None else None,
-            "status": "failed", "error": f"{type(err).__name__}: {err}"}
+            "status": "failed", "error": error}
+
+
+def cohort_runner(
+    cases: list[CohortCase], out_dir: str | os.PathLike, options: ScanScoringOptions, overwrite: bool = False
+) -> ScanBatchRunner:
+    """The batch runner of a cohort: every case under ``cases/<case_id>/``, finished cases reused (the cohort
+    resumes by default) unless ``overwrite``."""
+    return ScanBatchRunner([scan_case(c) for c in cases], out_dir, options,
+                           resume="overwrite" if overwrite else "continue", progress=False)
 
 
 def evaluate_cohort(
     model: AnomalyCLIP,
     cases: list[CohortCase],
-    out_dir: str | os.PathLike,
-    options: ScanScoringOptions,
+    runner: ScanBatchRunner,
     ctx: DistributedContext | None = None,
     progress: bool = False,
 ) -> tuple[list[dict], dict[str, int]]:
     """
-    Evaluate this process's share of ``cases`` and gather every process's records.
+    Evaluate this process's share of ``cases`` (scored by ``runner``, see :func:`cohort_runner`) and gather
+    every process's records. Prints a line per case (case, scan score, slices, where written; failed cases as
+    one ``error:`` line on stderr).
 
     Returns:
         ``(records, counts)``: one record per case in manifest order (failed cases with ``status`` "failed" and
@@ -123,13 +140,17 @@ def evaluate_cohort(
         reused or failed over all processes.
     """
     ctx = ctx or DistributedContext()
+    out_dir = runner.out_dir
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
-    for index, case in tqdm(ctx.shard(cases), desc=f"cases (rank {ctx.rank})", disable=not progress):
+    for index, case in tqdm(ctx.shard(cases), desc="cases", unit="case", disable=not progress):
         try:
-            record, how = evaluate_case(model, case, out_dir, options)
+            record, how = evaluate_case(model, case, out_dir, runner)
+            tqdm.write(f"{case.case_id}: scan score {record['scan_score']:.4f}, {record['n_slices']} slices, {how} "
+                       f"-> {scan_case(case).output_dir(out_dir)}")
         except Exception as err:  # noqa: BLE001 - one bad scan must not stop a cohort; its error is reported
-            logger.warning("case %s failed: %s: %s", case.case_id, type(err).__name__, err)
-            record, how = _failed(case, err), "failed"
+            logger.debug("case %s failed", case.case_id, exc_info=True)
+            record, how = _failed(case, describe_error(err)), "failed"
+            tqdm.write(f"error: {case.case_id}: {record['error']}", file=sys.stderr)
         counts[how] += 1
         mine.append((index, record))
     gathered = ctx.gather((mine, counts))

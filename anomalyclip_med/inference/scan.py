@@ -5,9 +5,10 @@ anomaly map, labelmap, scores JSON, overlay montage (and optionally a DICOM SEG)
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ from monai.utils import convert_to_tensor
 from anomalyclip_med import __version__
 from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.inference.slices import SliceScores, score_slices
+from anomalyclip_med.io.case_outputs import write_case_outputs
+from anomalyclip_med.io.cases import input_fingerprint
 from anomalyclip_med.io.scans import LoadScan, case_id_of
-from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
+from anomalyclip_med.io.writers import write_dicom_seg, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.transforms.intensity import IntensityPreset
 from anomalyclip_med.transforms.slicing import resolve_axis
-from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_writable_dir
 
 __all__ = [
@@ -36,9 +38,11 @@ __all__ = [
     "aggregate_scores",
     "case_id_of",
     "expected_outputs",
+    "resume_record",
     "scan_report",
     "score_loaded_scan",
     "score_scan",
+    "write_scan_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,6 +107,11 @@ class ScanScoringOptions:
     montage_slices: int = 6
     progress: bool = True
 
+    def record(self) -> dict[str, Any]:
+        """The options that decide the outputs, as stored in the scores JSON and compared on resume: not
+        ``overwrite``, ``progress`` or the speed setting ``batch_size`` (a resumed run may use another)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("overwrite", "progress", "batch_size")}
+
     def intensity_preset(self) -> IntensityPreset:
         """Check every option and build the intensity preset.
 
@@ -160,13 +169,16 @@ class ScanResult:
     scored_slices: int = 0
 
 
-def expected_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, dicom_seg: bool = False) -> dict[str, Path]:
+def expected_outputs(
+    source: str | os.PathLike, out_dir: str | os.PathLike, dicom_seg: bool = False, case_id: str | None = None
+) -> dict[str, Path]:
     """
     The paths :func:`score_scan` writes for ``source``: keys ``map``, ``seg``, ``scores``, ``montage`` (and
-    ``dicom_seg`` when requested and ``source`` is a DICOM series folder). ``scores`` is renamed into place last,
-    so its presence means a finished case.
+    ``dicom_seg`` when requested and ``source`` is a DICOM series folder), named after ``case_id`` [the file
+    stem]. ``scores`` is renamed into place last and lists the others' sizes and hashes
+    (:func:`anomalyclip_med.io.case_outputs.read_finished_case`).
     """
-    case = case_id_of(source)
+    case = case_id or case_id_of(source)
     out = {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
     if dicom_seg and Path(source).is_dir():
         out["dicom_seg"] = Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
@@ -240,12 +252,13 @@ def _write_montage(
 
 def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
-    outputs: dict[str, Path] | None = None,
+    outputs: dict[str, Path] | None = None, case_id: str | None = None,
 ) -> dict[str, Any]:
-    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`)."""
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`), the case
+    named ``case_id`` [the file stem]."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
-    case = case_id_of(source)
+    case = case_id or case_id_of(source)
     g = result.geometry
     identity = model.identity()
     return {
@@ -260,7 +273,8 @@ def scan_report(
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth},
+                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth,
+                    "batch_size": options.batch_size},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
@@ -268,11 +282,48 @@ def scan_report(
         "threshold": options.threshold,
         "anomalous_voxels": int((result.anomaly_map >= options.threshold).sum()),
         "outputs": {k: p.name for k, p in (outputs or {}).items()},
-        "options": {k: v for k, v in asdict(options).items() if k not in ("progress",)},
+        "options": options.record(),
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
     }
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing with a stored record."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def resume_record(model: AnomalyCLIP, source: str | os.PathLike, options: ScanScoringOptions) -> dict[str, Any]:
+    """
+    What a finished case was computed from, stored in its scores JSON and compared on resume: ``input`` (the
+    scan's :func:`anomalyclip_med.io.cases.input_fingerprint`), ``model`` (``model.identity()``: backbone,
+    weights and prompts) and ``options`` (:meth:`ScanScoringOptions.record`).
+    """
+    return _json({"input": input_fingerprint(source), "model": model.identity(), "options": options.record()})
+
+
+def write_scan_outputs(
+    model: AnomalyCLIP, source: str | os.PathLike, image, result: SliceScores, scan_score: float,
+    options: ScanScoringOptions, outputs: dict[str, Path], case_id: str,
+) -> dict[str, Any]:
+    """
+    Write a scored scan's outputs (``outputs``: see :func:`expected_outputs`) whole or not at all
+    (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`); returns the scores JSON content.
+    """
+    seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
+    writers: dict[str, Callable[[str], None]] = {
+        "map": lambda p: write_volume(result.anomaly_map, image.meta, p),
+        "seg": lambda p: write_volume(seg, image.meta, p, label=True),
+        "montage": lambda p: _write_montage(p, image, result, options, model.untrained_warning),
+    }
+    if "dicom_seg" in outputs:
+        writers["dicom_seg"] = lambda p: write_dicom_seg(
+            seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
+            f"AnomalyCLIP anomaly >= {options.threshold:g}")
+    report = scan_report(model, image, result, scan_score, options, outputs, case_id)
+    report.update(resume_record(model, source, options))
+    return write_case_outputs(outputs, writers, report)
 
 
 def score_scan(
@@ -311,21 +362,11 @@ def score_scan(
 
     image = LoadScan(options.series_uid, options.volume_index)(source)
     result, scan_score = score_loaded_scan(model, image, preset, options, desc=case)
-    seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
     logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
                 result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
                 scan_score)
 
-    order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
-    with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=options.overwrite)) for k in order}
-        write_volume(result.anomaly_map, image.meta, tmp["map"])
-        write_volume(seg, image.meta, tmp["seg"], label=True)
-        _write_montage(tmp["montage"], image, result, options, model.untrained_warning)
-        if "dicom_seg" in outputs:
-            write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
-                            __version__, f"AnomalyCLIP anomaly >= {options.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, options, outputs), tmp["scores"])
+    write_scan_outputs(model, source, image, result, scan_score, options, outputs, case)
     return ScanResult(
         case_id=case,
         source=str(source),

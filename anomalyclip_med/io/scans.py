@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,12 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Transf
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.dicom import DICOM_SUFFIXES, has_dicom_files, select_dicom_series
+from anomalyclip_med.io.dicom import DICOM_SUFFIXES, select_dicom_series
 from anomalyclip_med.io.images import IMAGE_SUFFIXES
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "expand_sources", "LoadScan", "LoadScand"]
+__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "LoadScan", "LoadScand"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,29 +47,6 @@ def case_id_of(source: str | os.PathLike) -> str:
     suffix = volume_suffix(path)
     name = path.resolve().name if path.name in ("", ".", "..") else path.name
     return name[: -len(suffix)] if suffix and not path.is_dir() else name
-
-
-def expand_sources(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """
-    Expand command-line inputs into scans: a volume file stays, a folder holding DICOM files is one series,
-    a folder without DICOM files contributes the volume files directly inside it (sorted).
-
-    Raises:
-        InputError: a path that does not exist, or a folder with neither DICOM files nor volume files.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise InputError(f"Input '{p}' does not exist.")
-        if p.is_dir() and not has_dicom_files(p):
-            volumes = sorted(f for f in p.iterdir() if f.is_file() and volume_suffix(f))
-            if not volumes:
-                raise InputError(f"Folder '{p}' holds neither DICOM files nor volume files "
-                                 f"({', '.join(VOLUME_SUFFIXES)}).")
-            out.extend(volumes)
-        else:
-            out.append(p)
-    return out
 
 
 @contextlib.contextmanager

@@ -20,9 +20,6 @@ import numpy as np
 import pydicom
 import torch
 from PIL import Image, ImageDraw
-from monai.config import KeysCollection
-from monai.data import FolderLayout
-from monai.transforms import MapTransform
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
@@ -31,7 +28,8 @@ from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
-__all__ = ["REPORT_KEY", "SaveScanReportd", "write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg"]
+__all__ = ["REPORT_KEY", "write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg",
+           "dicom_seg_problem"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
@@ -113,6 +111,37 @@ def write_montage(
     save_png(montage, path, warning=warning)
 
 
+# what highdicom needs of the source series to build a SEG that references it
+_SEG_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                          "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+
+
+def dicom_seg_problem(source: str | os.PathLike, series_uid: str | None = None) -> str | None:
+    """
+    Why a DICOM SEG cannot be written for ``source`` (None when it can), checked before any scoring: the input
+    must be a DICOM series folder whose files carry what a SEG references (:data:`_SEG_SOURCE_ATTRIBUTES`),
+    and highdicom must be installed. Only headers are read.
+    """
+    from anomalyclip_med.io.dicom import find_dicom_series
+
+    path = Path(source)
+    if not path.is_dir():
+        return (f"'{path}' is not a DICOM series; a DICOM SEG can only reference a DICOM series (score it without "
+                "--dicom-seg, or give the series folder).")
+    if not has_highdicom:
+        return "writing a DICOM SEG needs highdicom: pip install 'anomalyclip_med[dicom-seg]'."
+    series = find_dicom_series(path)
+    members = series.get(series_uid) if series_uid else next(iter(series.values()), None) if len(series) == 1 else None
+    if not members:
+        return None  # no, several or an unknown series: the loader names the problem for this case
+    for file, ds in members:
+        missing = [a for a in _SEG_SOURCE_ATTRIBUTES if not str(getattr(ds, a, "") or "").strip()]
+        if missing:
+            return (f"DICOM file '{file}' has no {', '.join(missing)}, which a DICOM SEG must reference; score it "
+                    "without --dicom-seg.")
+    return None
+
+
 def write_dicom_seg(
     seg: np.ndarray,
     affine: np.ndarray,
@@ -181,40 +210,3 @@ def write_dicom_seg(
 
 # meta-data key under which SliceAnomalyInferer attaches each map's JSON scores report
 REPORT_KEY = "anomaly_report"
-
-
-class SaveScanReportd(MapTransform):
-    """
-    Write the JSON scores report attached by :class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` to a
-    predicted map, next to the map that ``SaveImaged`` writes with the same ``output_dir`` / ``data_root_dir``
-    (``<case>_scores.json``; MONAI's ``FolderLayout`` names both), atomically.
-
-    Args:
-        keys: keys of the predicted maps.
-        output_dir: output folder.
-        output_postfix: appended to the case name ["scores"].
-        data_root_dir: as ``SaveImaged``'s: keep the input's folders below this root in the output.
-        overwrite: replace an existing report [True, as ``SaveImaged`` does].
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str | os.PathLike,
-        output_postfix: str = "scores",
-        data_root_dir: str = "",
-        overwrite: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".json", parent=False,
-                                   makedirs=True, data_root_dir=data_root_dir)
-        self.overwrite = overwrite
-
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = d[key].meta
-            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
-            write_json(json.loads(meta[REPORT_KEY]), path, overwrite=self.overwrite)
-        return d
