@@ -90,11 +90,12 @@ def build_model(
     image_size: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    compile_network: bool = False,
 ) -> AnomalyCLIP:
     """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
-    device, seed 0 before a random backbone is drawn)."""
+    device, seed 0 before a random backbone is drawn; ``compile_network`` is ``--compile``)."""
     args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts or None,
-                              image_size=image_size, device=device, precision=precision)
+                              image_size=image_size, device=device, precision=precision, compile=compile_network)
     try:
         model = model_from_args(args)
     except AnomalyCLIPMedError as err:

@@ -35,6 +35,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    "size (default 518)")
     g.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
     g.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="image tower precision")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the image tower: faster batches after a compilation of minutes per input "
+                   "shape (pays on long GPU runs; see docs/performance.md)")
 
 
 def resolve_device(name: str) -> str:
@@ -55,6 +58,7 @@ def model_from_args(args: argparse.Namespace) -> AnomalyCLIP:
         image_size=args.image_size,
         device=resolve_device(args.device),
         precision=args.precision,
+        compile_network=getattr(args, "compile", False),
     )
 
 
@@ -82,6 +86,8 @@ def add_scan_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--topk", type=int, default=5, help="slices averaged by topk_mean (default 5)")
     g.add_argument("--keep-empty", action="store_true",
                    help="score every slice, also those without body (default: skip them, score 0)")
+    g.add_argument("--no-body-mask", action="store_true",
+                   help="keep the raw map outside the body (default: the map is 0 in air, padding and background)")
 
 
 def scan_options_from_args(args: argparse.Namespace, **extra):
@@ -91,7 +97,7 @@ def scan_options_from_args(args: argparse.Namespace, **extra):
     return ScanScoringOptions(
         preset=args.preset, window_level=args.window_level, window_width=args.window_width, axis=args.axis,
         threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
-        topk=args.topk, skip_empty=not args.keep_empty, **extra,
+        topk=args.topk, skip_empty=not args.keep_empty, body_mask=not args.no_body_mask, **extra,
     )
 
 

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 
-from anomalyclip_med.errors import InputError
 from anomalyclip_med.evaluation.curves import curve_points
 from anomalyclip_med.evaluation.volumes import on_grid, read_volume, volume_array
 from anomalyclip_med.metrics import iou, volume_auroc, volume_dice
@@ -20,8 +19,9 @@ def scan_voxel_metrics(
     """
     Voxel metrics of a scan's anomaly map against its lesion mask, on the map's voxel grid.
 
-    The mask is read with SimpleITK and resampled (nearest neighbour) onto the map's grid when their geometry
-    differs, so a mask in another orientation or resolution still lines up; voxels > 0 are lesion.
+    Map and mask are read by the package's one volume reader (whole or an error) and the mask is resampled
+    (nearest neighbour) onto the map's grid when their geometry differs, so a mask in another orientation or
+    resolution still lines up; voxels > 0 are lesion. A mask that does not cover the whole scan is an error.
 
     Args:
         map_path: the anomaly map volume written by the scan scoring (values in [0, 1]).
@@ -35,7 +35,7 @@ def scan_voxel_metrics(
         ``key_slice`` are filled.
 
     Raises:
-        InputError: unreadable map or mask.
+        InputError: unreadable, damaged or truncated map or mask, or a mask not covering the scan's grid.
     """
     amap_image = read_volume(map_path)
     amap = volume_array(amap_image).astype(np.float32)
@@ -44,11 +44,7 @@ def scan_voxel_metrics(
            "key_slice": int(np.unravel_index(np.argmax(amap), amap.shape)[0])}
     if mask_path is None:
         return out
-    mask_image = read_volume(mask_path)
-    if mask_image.GetDimension() != amap_image.GetDimension():
-        raise InputError(f"Mask '{mask_path}' is {mask_image.GetDimension()}D but the scan is "
-                         f"{amap_image.GetDimension()}D.")
-    mask = volume_array(on_grid(mask_image, amap_image, nearest=True)) > 0
+    mask = volume_array(on_grid(read_volume(mask_path), amap_image, nearest=True, name=f"Mask '{mask_path}'")) > 0
     lesion = int(mask.sum())
     out.update(lesion_voxels=lesion, voxel_auroc=volume_auroc(mask, amap), dice=volume_dice(mask, amap, threshold),
                iou=iou(mask, amap, threshold))

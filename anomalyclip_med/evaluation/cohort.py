@@ -74,10 +74,8 @@ def evaluate_case(model: AnomalyCLIP, case: CohortCase, out_dir: str | os.PathLi
     scan = scan_case(case)
     done = scan.output_dir(out_dir) / _DONE
     outputs = runner.outputs(scan)
-    report, how = runner.reusable(model, scan), "rescored"
-    if report is None:
-        image = runner.load(scan)
-        report, how = runner.write(model, scan, image, *runner.score(model, scan, image)), "scored"
+    how, report = runner.process(model, scan)
+    how = "rescored" if how == "reused" else how  # scan outputs reused; the metrics may still be reusable
     source = _metrics_source(case, report)
     if how == "rescored" and done.is_file():
         previous = json.loads(done.read_text(encoding="utf-8"))

@@ -4,29 +4,33 @@ Cohort manifests: which scans to score, their optional lesion masks and optional
 Two formats:
 - CSV with a header: ``image`` (required), ``case_id``, ``mask``, ``label`` (scan-level 0/1) optional; empty cells
   mean "not given".
-- MONAI datalist JSON (``monai.data.load_decathlon_datalist``): a list under ``datalist_key`` (default
+- MONAI datalist JSON (the layout ``monai.data.load_decathlon_datalist`` reads): a list under ``datalist_key`` (default
   ``"testing"``) of ``{"image": ..., "label": <lesion mask path>, "scan_label": 0|1, "case_id": ...}``, where
   ``label`` is the segmentation as in every MONAI datalist.
-Relative paths are taken from the manifest's folder.
+Relative paths are taken from the manifest's folder. Manifests are UTF-8 (with or without BOM) or UTF-16 with a BOM;
+any other byte is an error naming its line. Without a ``case_id`` the case ID is derived from the image's file name
+with :func:`anomalyclip_med.io.scans.safe_case_id` (``Müller 1.nii.gz`` -> ``Müller_1``).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-
-from monai.data import load_decathlon_datalist
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.cases import name_cases
 
 __all__ = ["CohortCase", "read_manifest"]
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# letters (any script), digits, '.', '_', '-', not starting with a dot: a folder name that cannot leave cases/
+_SAFE_ID = re.compile(r"^[^\W_][\w.-]*$")
 _TRUE, _FALSE = ("1", "true", "yes", "anomalous", "abnormal"), ("0", "false", "no", "normal")
 
 
@@ -64,14 +68,35 @@ def _path(value, base: Path) -> Path | None:
     return None if not text else (base / text if not os.path.isabs(text) else Path(text))
 
 
+def _text(path: Path) -> str:
+    """The manifest's text: UTF-8 with or without BOM, or UTF-16 with BOM; any other byte is an error naming its line."""
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding, body = "utf-16", raw
+    else:
+        encoding, body = "utf-8", raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        return body.decode(encoding)
+    except UnicodeDecodeError as err:
+        good = body[: err.start].decode(encoding, errors="replace")
+        line = good.count("\n") + 1
+        column = len(good) - (good.rfind("\n") + 1) + 1
+        raise InputError(
+            f"Manifest '{path}' line {line}, column {column}: byte(s) {body[err.start:err.end].hex(' ')} are not "
+            f"{encoding.upper()} ({err.reason}). Save the manifest as UTF-8 (or UTF-16 with a byte-order mark)."
+        ) from None
+
+
 def _rows_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    try:
         columns = [c.strip() for c in reader.fieldnames or []]
         if "image" not in columns:
             raise InputError(f"Manifest '{path}' has no 'image' column (columns: {columns}); the header must name "
                              "image and optionally case_id, mask, label.")
         rows = [{k.strip(): v for k, v in row.items() if k} for row in reader]
+    except csv.Error as err:
+        raise InputError(f"Manifest '{path}' line {reader.line_num} is not valid CSV: {err}.") from None
     base = path.parent
     return [
         {"case_id": r.get("case_id"), "image": _path(r.get("image"), base), "mask": _path(r.get("mask"), base),
@@ -81,10 +106,16 @@ def _rows_csv(path: Path) -> list[dict]:
 
 
 def _rows_datalist(path: Path, key: str) -> list[dict]:
+    # parsed here rather than by monai.data.load_decathlon_datalist, which reads the file in the locale's encoding
     try:
-        items = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key)
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
-        raise InputError(f"Cannot read MONAI datalist '{path}' (key '{key}'): {err}") from None
+        data = json.loads(_text(path))
+    except json.JSONDecodeError as err:
+        raise InputError(f"Cannot read MONAI datalist '{path}': line {err.lineno}: {err.msg}.") from None
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"MONAI datalist '{path}' has no list of cases under key '{key}' (found: {found}); pick "
+                         "the list with --datalist-key.")
     return [
         {"case_id": it.get("case_id"), "image": _path(it.get("image"), path.parent),
          "mask": _path(it.get("label"), path.parent), "label": _label(it.get("scan_label"), f"'{path}' item {i}")}
@@ -123,10 +154,11 @@ def read_manifest(path: str | os.PathLike, datalist_key: str = "testing", case_n
                                            case_name)))
     cases, seen = [], {}
     for i, row in enumerate(rows):
-        cid = str(row["case_id"]).strip() if row["case_id"] else derived[i]
+        given = str(row["case_id"]).strip() if row["case_id"] else ""
+        cid = unicodedata.normalize("NFC", given) if given else derived[i]
         if not _SAFE_ID.match(cid):
-            raise InputError(f"Manifest '{path}': case_id {cid!r} must be letters, digits, '.', '_' or '-' "
-                             "(it names the case's output folder).")
+            raise InputError(f"Manifest '{path}': case_id {cid!r} must be letters, digits, '.', '_' or '-', not "
+                             "starting with '.', '_' or '-' (it names the case's output folder).")
         if cid in seen:
             raise InputError(f"Manifest '{path}': case_id '{cid}' is used by cases {seen[cid] + 1} and {i + 1}; "
                              "give every case a unique case_id.")

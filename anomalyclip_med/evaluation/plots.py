@@ -116,12 +116,14 @@ def plot_montage(records: list[dict], out_dir: str | os.PathLike, path: str | os
         amap_image = read_volume(out_dir / r["map"])
         z = r["key_slice"]
         amap = volume_array(amap_image)[z]
-        scan = volume_array(on_grid(read_volume(r["image"]), amap_image, nearest=False))[z].astype(np.float32)
+        scan_image = on_grid(read_volume(r["image"]), amap_image, nearest=False, name=f"Scan '{r['image']}'")
+        scan = volume_array(scan_image)[z].astype(np.float32)
         lo, hi = np.percentile(scan, [1, 99])
         ax.imshow(scan, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
         ax.imshow(amap, cmap="jet", alpha=0.35, vmin=0, vmax=1)
         if r.get("mask"):
-            mask = volume_array(on_grid(read_volume(r["mask"]), amap_image, nearest=True))[z] > 0
+            mask_image = on_grid(read_volume(r["mask"]), amap_image, nearest=True, name=f"Mask '{r['mask']}'")
+            mask = volume_array(mask_image)[z] > 0
             if mask.any():
                 ax.contour(mask, levels=[0.5], colors="lime", linewidths=1)
         dice = "-" if r.get("dice") is None else f"{r['dice']:.2f}"

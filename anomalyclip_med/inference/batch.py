@@ -12,9 +12,9 @@ What a hospital's overnight run needs from it:
 - before any weights load: clashing outputs, outputs onto inputs or into input folders, existing outputs
   without ``continue``/``overwrite``, and ``dicom_seg`` on inputs that cannot carry a DICOM SEG are refused.
 
-The per-case work is split in stages (:meth:`ScanBatchRunner.load`, :meth:`ScanBatchRunner.score`,
-:meth:`ScanBatchRunner.write`) so a pipelined loop can overlap them; :meth:`ScanBatchRunner.process` runs them in
-turn for one case.
+Cases run through :class:`anomalyclip_med.inference.pipeline.StagedPipeline`: the next scans are read (or their
+finished outputs verified) by a reader thread while the network scores one, and the previous one is written by a
+writer thread; :meth:`ScanBatchRunner.process` runs the same stages in turn for one case (cohort evaluation).
 """
 
 from __future__ import annotations
@@ -30,19 +30,26 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
-from anomalyclip_med.inference.inferer import SliceAnomalyInferer
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, resume_record, write_scan_outputs
-from anomalyclip_med.inference.slices import SliceScores
+from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
+from anomalyclip_med.inference.scan import (
+    PreparedScan,
+    ScanScoringOptions,
+    ScoredScan,
+    compute_scan,
+    expected_outputs,
+    prepare_scan,
+    resume_record,
+    write_scan,
+)
 from anomalyclip_med.io.case_outputs import read_finished_case
 from anomalyclip_med.io.cases import ScanCase
-from anomalyclip_med.io.scans import LoadScand
 from anomalyclip_med.io.writers import dicom_seg_problem
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import remove_stale_temporaries
 from anomalyclip_med.utils.lock import FolderLock
 from anomalyclip_med.utils.paths import check_writable_dir
 
-__all__ = ["RESUME_MODES", "CaseOutcome", "BatchSummary", "ScanBatchRunner", "describe_error"]
+__all__ = ["RESUME_MODES", "CaseReport", "BatchSummary", "ScanBatchRunner", "describe_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ def describe_error(err: BaseException) -> str:
 
 
 @dataclass
-class CaseOutcome:
+class CaseReport:
     """
     What happened to one case.
 
@@ -95,7 +102,7 @@ class CaseOutcome:
 class BatchSummary:
     """The outcomes of a batch, in case order."""
 
-    outcomes: list[CaseOutcome] = field(default_factory=list)
+    outcomes: list[CaseReport] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -122,10 +129,10 @@ class ScanBatchRunner:
         options: scoring options [defaults]; ``options.overwrite`` is ignored (``resume`` says it).
         resume: one of :data:`RESUME_MODES` ["refuse"].
         progress: progress bars over cases and over each case's slices.
-        loader: MONAI transform loading ``{"image": path}`` into ``{"image": MetaTensor}`` [``LoadScand`` with
+        loader: MONAI transform loading ``{"image": path}`` into ``{"image": MetaTensor}`` [``LoadScan`` with
             the options' series/volume choice] (the bundle passes its ``preprocessing``).
-        inferer: the scorer [``SliceAnomalyInferer(options)``]; when given without ``options``, its options are
-            the run's.
+        prefetch: scans read ahead of the network (0: read in turn).
+        background_write: write each case's outputs in a writer thread, beside the network.
         quiet: no per-case lines on stdout (the error lines still go to stderr).
     """
 
@@ -137,19 +144,21 @@ class ScanBatchRunner:
         resume: str = "refuse",
         progress: bool = True,
         loader: Callable[[dict], dict] | None = None,
-        inferer: SliceAnomalyInferer | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        background_write: bool = True,
         quiet: bool = False,
     ) -> None:
         if resume not in RESUME_MODES:
             raise InputError(f"Unknown resume mode {resume!r}; choose one of {', '.join(RESUME_MODES)}.")
         self.cases = list(cases)
         self.out_dir = Path(out_dir)
-        self.options = options or (inferer.options if inferer is not None else ScanScoringOptions())
+        # the slice bar follows the runner's progress setting
+        self.options = replace(options or ScanScoringOptions(), progress=progress)
+        self.options.intensity_preset()  # every option checked before anything else
         self.resume = resume
         self.progress = progress
-        # the slice bar follows the runner's progress setting
-        self.inferer = inferer or SliceAnomalyInferer(replace(self.options, progress=progress))
-        self.loader = loader or LoadScand("image", self.options.series_uid, self.options.volume_index)
+        self.loader = loader
+        self.prefetch, self.background_write = prefetch, background_write
         self.quiet = quiet
 
     # ------------------------------------------------------------------ before anything runs
@@ -169,10 +178,10 @@ class ScanBatchRunner:
         if not self.cases:
             raise InputError("No scans to score.")
         out = self.out_dir.resolve()
-        all_outputs = {c.name: self.outputs(c) for c in self.cases}
-        paths = [p.resolve() for o in all_outputs.values() for p in o.values()]
+        all_outputs = [self.outputs(c) for c in self.cases]
+        paths = [p.resolve() for o in all_outputs for p in o.values()]
         if len(set(paths)) != len(paths):
-            raise InputError("Two cases would write the same output; use --case-name relpath.")
+            raise InputError("Two cases would write the same output; choose another --case-name.")
         sources = {c.source.resolve() for c in self.cases}
         onto = [p for p in paths if p in sources]
         if onto:
@@ -188,7 +197,7 @@ class ScanBatchRunner:
                 if problem:
                     raise InputError(f"--dicom-seg: {case.name}: {problem}")
         if self.resume == "refuse":
-            existing = [p for o in all_outputs.values() for p in o.values() if p.exists()]
+            existing = [p for o in all_outputs for p in o.values() if p.exists()]
             if existing:
                 raise OutputExistsError(f"Output '{existing[0]}' exists (and {len(existing) - 1} more); pass "
                                         "--continue to reuse finished cases or --overwrite to replace them.")
@@ -196,7 +205,8 @@ class ScanBatchRunner:
 
     # ------------------------------------------------------------------ the stages of one case
     def reusable(self, model: AnomalyCLIP, case: ScanCase) -> dict[str, Any] | None:
-        """The case's scores JSON when it may be reused (``resume="continue"``, whole outputs, same record)."""
+        """The case's scores JSON when it may be reused (``resume="continue"``, whole outputs, same input, model
+        and options: :func:`anomalyclip_med.inference.scan.resume_record`)."""
         if self.resume != "continue":
             return None
         report = read_finished_case(self.outputs(case))
@@ -205,41 +215,53 @@ class ScanBatchRunner:
         expected = resume_record(model, case.source, self.options)
         return report if all(report.get(k) == v for k, v in expected.items()) else None
 
-    def load(self, case: ScanCase):
-        """The scan as a channel-first ``MetaTensor``."""
-        return self.loader({"image": str(case.source)})["image"]
+    def _load(self, source: Path):
+        return self.loader({"image": str(source)})["image"]
 
-    def score(self, model: AnomalyCLIP, case: ScanCase, image) -> tuple[SliceScores, float]:
-        """Slice scores and the scan score."""
-        return self.inferer.score(model, image, desc=case.name)
+    def prepare(self, model: AnomalyCLIP, case: ScanCase) -> PreparedScan | dict[str, Any]:
+        """Host side, ahead of the network: a reusable case's scores JSON, or the scan read and planned."""
+        report = self.reusable(model, case)
+        if report is not None:
+            return report
+        return prepare_scan(case.source, case.output_dir(self.out_dir), self.options, model.config.image_size,
+                            model.mean, model.std, pin_memory=model.device.type == "cuda", case_id=case.name,
+                            loader=self._load if self.loader is not None else None)
 
-    def write(self, model: AnomalyCLIP, case: ScanCase, image, result: SliceScores, scan_score: float) -> dict:
-        """Write the case's outputs whole or not at all; returns its scores JSON content."""
-        return write_scan_outputs(model, case.source, image, result, scan_score, self.options, self.outputs(case),
-                                  case.name)
+    def compute(self, model: AnomalyCLIP, prepared: PreparedScan | dict[str, Any]) -> ScoredScan | None:
+        """Device side: the network and the map post-processing (nothing for a reused case)."""
+        return None if isinstance(prepared, dict) else compute_scan(model, prepared, self.options)
 
-    def process(self, model: AnomalyCLIP, case: ScanCase) -> CaseOutcome:
-        """Reuse, or load, score and write one case; any exception makes it failed (never raised)."""
+    def write(self, model: AnomalyCLIP, prepared: PreparedScan | dict[str, Any], scored: ScoredScan | None
+              ) -> tuple[str, dict[str, Any]]:
+        """``("scored", report)`` after writing the outputs whole, or ``("reused", report)``."""
+        if scored is None:
+            return "reused", prepared
+        return "scored", write_scan(model, prepared, scored, self.options).report
+
+    def process(self, model: AnomalyCLIP, case: ScanCase) -> tuple[str, dict[str, Any]]:
+        """The stages in turn for one case: ``(how, report)`` with ``how`` ``scored`` or ``reused``.
+
+        Raises:
+            whatever a stage raises.
+        """
+        prepared = self.prepare(model, case)
+        return self.write(model, prepared, self.compute(model, prepared))
+
+    def _outcome(self, case: ScanCase, result: tuple[str, dict] | None, error: BaseException | None) -> CaseReport:
         outputs = self.outputs(case)
-        try:
-            report = self.reusable(model, case)
-            if report is not None:
-                return CaseOutcome(case, "reused", outputs, report)
-            image = self.load(case)
-            result, scan_score = self.score(model, case, image)
-            return CaseOutcome(case, "scored", outputs, self.write(model, case, image, result, scan_score))
-        except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch; it is reported by name
-            logger.debug("case %s failed", case.name, exc_info=True)
-            cause = describe_error(err)
-            if str(case.source) not in cause:  # a library's message seldom names the file
-                cause += f" (scan '{case.source}')"
-            return CaseOutcome(case, "failed", outputs, error=cause)
+        if error is None:
+            return CaseReport(case, result[0], outputs, result[1])
+        logger.debug("case %s failed", case.name, exc_info=error)
+        cause = describe_error(error)
+        if str(case.source) not in cause:  # a library's message seldom names the file
+            cause += f" (scan '{case.source}')"
+        return CaseReport(case, "failed", outputs, error=cause)
 
     # ------------------------------------------------------------------ the batch
     def run(self, model: AnomalyCLIP | Callable[[], AnomalyCLIP]) -> BatchSummary:
         """
-        Preflight, lock the output folder, remove stale temporaries, then process every case in order, printing
-        a line per case and the final count.
+        Preflight, lock the output folder, remove stale temporaries, then run every case through the staged
+        pipeline, printing a line per case (in case order) and the final count.
 
         Args:
             model: the model, or a function building it (called after the preflight and the lock, so a refused
@@ -247,6 +269,8 @@ class ScanBatchRunner:
         """
         self.preflight()
         created = _missing_folders(self.out_dir)
+        for case in self.cases:
+            created += _missing_folders(case.output_dir(self.out_dir))
         summary = BatchSummary()
         try:
             with FolderLock(self.out_dir):
@@ -257,11 +281,18 @@ class ScanBatchRunner:
                     model = model()
                     if model.untrained_warning:
                         print(model.untrained_warning)
-                for case in tqdm(self.cases, desc="cases", unit="case", disable=not self.progress, position=0):
-                    created += _missing_folders(case.output_dir(self.out_dir))
-                    outcome = self.process(model, case)
-                    summary.outcomes.append(outcome)
-                    self._echo(outcome.line(), error=outcome.status == "failed")
+                pipeline = StagedPipeline(
+                    lambda case: self.prepare(model, case),
+                    lambda case, prepared: self.compute(model, prepared),
+                    lambda case, prepared, scored: self.write(model, prepared, scored),
+                    self.prefetch, self.background_write,
+                )
+                with tqdm(total=len(self.cases), desc="cases", unit="case", disable=not self.progress) as bar:
+                    for item in pipeline.run(self.cases):
+                        outcome = self._outcome(item.item, item.result, item.error)
+                        summary.outcomes.append(outcome)
+                        self._echo(outcome.line(), error=outcome.status == "failed")
+                        bar.update()
         finally:
             _remove_empty(created)
         self._echo(summary.line(self.out_dir))

@@ -10,7 +10,6 @@ from monai.data import MetaTensor, decollate_batch
 from monai.inferers import Inferer
 
 from anomalyclip_med.inference.scan import ScanScoringOptions, scan_report, score_loaded_scan
-from anomalyclip_med.inference.slices import SliceScores
 from anomalyclip_med.io.writers import REPORT_KEY
 from anomalyclip_med.network.model import AnomalyCLIP
 
@@ -36,11 +35,6 @@ class SliceAnomalyInferer(Inferer):
         self.options = options or ScanScoringOptions(**option_kwargs)
         self.preset = self.options.intensity_preset()  # validates every option before any scan is read
 
-    def score(self, network: AnomalyCLIP, image: MetaTensor, desc: str | None = None) -> tuple[SliceScores, float]:
-        """Slice scores and scan score of one (1, X, Y, Z) scan as loaded by ``LoadScand`` (``desc`` labels the
-        slice progress bar)."""
-        return score_loaded_scan(network, image, self.preset, self.options, desc=desc)
-
     def __call__(self, inputs: torch.Tensor, network: AnomalyCLIP, *args: Any, **kwargs: Any) -> MetaTensor:
         """
         Args:
@@ -56,7 +50,7 @@ class SliceAnomalyInferer(Inferer):
             raise ValueError("SliceAnomalyInferer needs MetaTensor scans (with their affine), as LoadScand gives.")
         maps, reports = [], []
         for image in decollate_batch(inputs.detach().cpu()):
-            result, score = self.score(network, image)
+            result, score = score_loaded_scan(network, image, self.preset, self.options)
             maps.append(torch.from_numpy(result.anomaly_map)[None])
             reports.append(json.dumps(scan_report(network, image, result, score, self.options)))
         out = MetaTensor(torch.stack(maps), meta=dict(inputs.meta))

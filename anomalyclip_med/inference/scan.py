@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
 from anomalyclip_med.errors import InputError, OutputExistsError
-from anomalyclip_med.inference.slices import SliceScores, score_slices
+from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.case_outputs import write_case_outputs
 from anomalyclip_med.io.cases import input_fingerprint
 from anomalyclip_med.io.scans import LoadScan, case_id_of
@@ -35,14 +36,19 @@ __all__ = [
     "DICOM_SEG_SUFFIX",
     "ScanScoringOptions",
     "ScanResult",
+    "PreparedScan",
+    "ScoredScan",
     "aggregate_scores",
     "case_id_of",
     "expected_outputs",
+    "check_destination",
     "resume_record",
     "scan_report",
     "score_loaded_scan",
+    "prepare_scan",
+    "compute_scan",
+    "write_scan",
     "score_scan",
-    "write_scan_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +78,8 @@ class ScanScoringOptions:
         threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
         batch_size: slices per forward pass [8].
         skip_empty: send only slices holding a body through the network; others score 0 [True].
+        body_mask: set the map to 0 outside the body (air, padding, background; see
+            :class:`anomalyclip_med.transforms.slicing.BodyMask`) [True]; ``False`` keeps the raw map.
         z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
         aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
             ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
@@ -93,6 +101,7 @@ class ScanScoringOptions:
     threshold: float = 0.5
     batch_size: int = 8
     skip_empty: bool = True
+    body_mask: bool = True
     z_smooth: float = 0.0
     aggregation: str = "topk_mean"
     series_uid: str | None = None
@@ -154,6 +163,7 @@ class ScanResult:
         dicom_seg_path: ``<case>_anomaly_seg.dcm`` when requested.
         preset: the intensity preset used (``auto`` resolved).
         scored_slices: how many slices went through the network.
+        report: the scores JSON content as written.
     """
 
     case_id: str
@@ -167,6 +177,7 @@ class ScanResult:
     dicom_seg_path: Path | None = None
     preset: str = ""
     scored_slices: int = 0
+    report: dict[str, Any] | None = None
 
 
 def expected_outputs(
@@ -206,15 +217,26 @@ def score_loaded_scan(
     model: AnomalyCLIP, image, preset: IntensityPreset, options: ScanScoringOptions, desc: str | None = None
 ) -> tuple[SliceScores, float]:
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
-    result = score_slices(
-        model, image, preset, axis=options.axis, batch_size=options.batch_size, skip_empty=options.skip_empty,
-        min_foreground=options.min_foreground, z_smooth=options.z_smooth, progress=options.progress, desc=desc,
-    )
+    plan = plan_slices(image, preset, model.config.image_size, model.mean, model.std, options.axis,
+                       options.skip_empty, options.min_foreground, body_mask=options.body_mask)
+    return _score_plan(model, image, plan, options, desc)
+
+
+def _score_plan(
+    model: AnomalyCLIP, image, plan: SlicePlan, options: ScanScoringOptions, desc: str | None
+) -> tuple[SliceScores, float]:
+    result = score_planned(model, image, plan, options.batch_size, options.z_smooth, options.threshold,
+                           options.progress, desc)
     return result, aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
 
 
-def _check_destination(source: Path, out_dir: Path, outputs: dict[str, Path], overwrite: bool) -> None:
-    """Refuse, before any work, an output folder that cannot be written or would change the inputs."""
+def check_destination(source: Path, out_dir: Path, options: ScanScoringOptions) -> None:
+    """Refuse, before any work, an output folder that cannot be written or would change the inputs (one scan;
+    a batch is checked whole by :meth:`anomalyclip_med.inference.batch.ScanBatchRunner.preflight`)."""
+    if not source.exists():
+        raise InputError(f"Scan '{source}' does not exist.")
+    outputs = expected_outputs(source, out_dir, options.dicom_seg)
+    overwrite = options.overwrite
     if source.is_dir() and out_dir.resolve() == source.resolve():
         raise InputError(f"Output folder '{out_dir}' is the input DICOM folder; writing there would change the "
                          "input series. Choose another --out.")
@@ -247,7 +269,8 @@ def _write_montage(
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
     captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
                 + ("" if result.scored[i] else " (skipped)") for i in index]
-    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning)
+    write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning,
+                  threshold=options.threshold)
 
 
 def scan_report(
@@ -274,6 +297,7 @@ def scan_report(
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
                     "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth,
+                    "body_mask": options.body_mask, "body_voxels": result.body_voxels,
                     "batch_size": options.batch_size},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
@@ -287,6 +311,112 @@ def scan_report(
         "package_version": __version__,
         "warning": model.untrained_warning,
     }
+
+
+@dataclass
+class PreparedScan:
+    """
+    A scan read and planned, ready for the network (:func:`prepare_scan`).
+
+    Attributes:
+        source: the scan's path as given.
+        case_id: the case name used in the output file names.
+        outputs: where its outputs go (:func:`expected_outputs`).
+        image: the scan as loaded by :class:`LoadScan` (raw intensities; in pinned memory for a CUDA model).
+        plan: the slicing, intensity preset and slices to score.
+    """
+
+    source: Path
+    case_id: str
+    outputs: dict[str, Path]
+    image: Any
+    plan: SlicePlan
+
+
+@dataclass
+class ScoredScan:
+    """What the network and the device-side post-processing made of a :class:`PreparedScan` (host arrays)."""
+
+    result: SliceScores
+    scan_score: float
+
+
+def prepare_scan(
+    source: str | os.PathLike, out_dir: str | os.PathLike, options: ScanScoringOptions, image_size: int,
+    mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False, case_id: str | None = None,
+    loader: Callable[[Path], Any] | None = None,
+) -> PreparedScan:
+    """
+    The host side before the network: read the scan whole and plan its slices (preset, foreground test). Runs
+    ahead of the network in :class:`anomalyclip_med.inference.pipeline.StagedPipeline`. The destination is
+    checked by the caller (:func:`score_scan`, the batch runner's preflight).
+
+    Args:
+        image_size, mean, std: the network input's side and normalisation (``model.config.image_size``,
+            ``model.mean``, ``model.std``; the model itself is not touched here).
+        pin_memory: put the scan in page-locked memory for a fast, asynchronous upload to a CUDA device.
+        case_id: the case name [the file stem].
+        loader: reads the scan from its path [:class:`LoadScan` with the options' series/volume choice].
+    """
+    preset = options.intensity_preset()
+    source, out_dir = Path(source), Path(out_dir)
+    case = case_id or case_id_of(source)
+    outputs = expected_outputs(source, out_dir, options.dicom_seg, case)
+    image = (loader or LoadScan(options.series_uid, options.volume_index))(source)
+    plan = plan_slices(image, preset, image_size, mean, std, options.axis, options.skip_empty, options.min_foreground,
+                       body_mask=options.body_mask)
+    if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
+        image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
+        if plan.body is not None:
+            plan.body = plan.body.pin_memory()
+    return PreparedScan(source, case, outputs, image, plan)
+
+
+def compute_scan(model: AnomalyCLIP, prepared: PreparedScan, options: ScanScoringOptions) -> ScoredScan:
+    """The device side: every planned slice through the network, map post-processing on the model's device, and
+    one device-to-host copy of the final volumes."""
+    result, scan_score = _score_plan(model, prepared.image, prepared.plan, options, prepared.case_id)
+    g = result.geometry
+    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", prepared.case_id, result.preset.name,
+                result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
+    return ScoredScan(result, scan_score)
+
+
+def write_scan(
+    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, options: ScanScoringOptions
+) -> ScanResult:
+    """
+    Write a scored scan's outputs whole or not at all (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`:
+    temporaries, fsync, the scores JSON last listing the others' sizes and hashes, with the
+    :func:`resume_record`). Reads only the model's identity, so it can run beside the network.
+    """
+    image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
+    seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= options.threshold).astype(np.uint8)
+    writers: dict[str, Callable[[str], None]] = {
+        "map": lambda p: write_volume(result.anomaly_map, image.meta, p),
+        "seg": lambda p: write_volume(seg, image.meta, p, label=True),
+        "montage": lambda p: _write_montage(p, image, result, options, model.untrained_warning),
+    }
+    if "dicom_seg" in outputs:
+        writers["dicom_seg"] = lambda p: write_dicom_seg(
+            seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
+            f"AnomalyCLIP anomaly >= {options.threshold:g}")
+    report = scan_report(model, image, result, scan_score, options, outputs, prepared.case_id)
+    report = write_case_outputs(outputs, writers, {**report, **resume_record(model, prepared.source, options)})
+    return ScanResult(
+        case_id=prepared.case_id,
+        source=str(prepared.source),
+        map_path=outputs["map"],
+        seg_path=outputs["seg"],
+        scores_path=outputs["scores"],
+        slice_scores=[float(s) for s in result.slice_scores],
+        scan_score=scan_score,
+        montage_path=outputs["montage"],
+        dicom_seg_path=outputs.get("dicom_seg"),
+        preset=result.preset.name,
+        scored_slices=int(result.scored.sum()),
+        report=report,
+    )
 
 
 def _json(value: Any) -> Any:
@@ -303,29 +433,6 @@ def resume_record(model: AnomalyCLIP, source: str | os.PathLike, options: ScanSc
     return _json({"input": input_fingerprint(source), "model": model.identity(), "options": options.record()})
 
 
-def write_scan_outputs(
-    model: AnomalyCLIP, source: str | os.PathLike, image, result: SliceScores, scan_score: float,
-    options: ScanScoringOptions, outputs: dict[str, Path], case_id: str,
-) -> dict[str, Any]:
-    """
-    Write a scored scan's outputs (``outputs``: see :func:`expected_outputs`) whole or not at all
-    (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`); returns the scores JSON content.
-    """
-    seg = (result.anomaly_map >= options.threshold).astype(np.uint8)
-    writers: dict[str, Callable[[str], None]] = {
-        "map": lambda p: write_volume(result.anomaly_map, image.meta, p),
-        "seg": lambda p: write_volume(seg, image.meta, p, label=True),
-        "montage": lambda p: _write_montage(p, image, result, options, model.untrained_warning),
-    }
-    if "dicom_seg" in outputs:
-        writers["dicom_seg"] = lambda p: write_dicom_seg(
-            seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
-            f"AnomalyCLIP anomaly >= {options.threshold:g}")
-    report = scan_report(model, image, result, scan_score, options, outputs, case_id)
-    report.update(resume_record(model, source, options))
-    return write_case_outputs(outputs, writers, report)
-
-
 def score_scan(
     model: AnomalyCLIP,
     source: str | os.PathLike,
@@ -333,7 +440,9 @@ def score_scan(
     options: ScanScoringOptions | None = None,
 ) -> ScanResult:
     """
-    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`).
+    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
+    :func:`compute_scan` and :func:`write_scan` in turn (a cohort overlaps them with
+    :class:`anomalyclip_med.inference.pipeline.ScanPipeline`).
 
     Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
     ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
@@ -352,31 +461,8 @@ def score_scan(
         OutputExistsError: outputs exist and ``options.overwrite`` is false.
     """
     options = options or ScanScoringOptions()
-    preset = options.intensity_preset()
-    source, out_dir = Path(source), Path(out_dir)
-    if not source.exists():
-        raise InputError(f"Scan '{source}' does not exist.")
-    case = case_id_of(source)
-    outputs = expected_outputs(source, out_dir, options.dicom_seg)
-    _check_destination(source, out_dir, outputs, options.overwrite)
-
-    image = LoadScan(options.series_uid, options.volume_index)(source)
-    result, scan_score = score_loaded_scan(model, image, preset, options, desc=case)
-    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", case, result.preset.name,
-                result.preset.reason, int(result.scored.sum()), result.geometry.n_slices, result.geometry.plane,
-                scan_score)
-
-    write_scan_outputs(model, source, image, result, scan_score, options, outputs, case)
-    return ScanResult(
-        case_id=case,
-        source=str(source),
-        map_path=outputs["map"],
-        seg_path=outputs["seg"],
-        scores_path=outputs["scores"],
-        slice_scores=[float(s) for s in result.slice_scores],
-        scan_score=scan_score,
-        montage_path=outputs["montage"],
-        dicom_seg_path=outputs.get("dicom_seg"),
-        preset=result.preset.name,
-        scored_slices=int(result.scored.sum()),
-    )
+    options.intensity_preset()  # bad options are refused before anything else
+    check_destination(Path(source), Path(out_dir), options)
+    prepared = prepare_scan(source, out_dir, options, model.config.image_size, model.mean, model.std,
+                            pin_memory=model.device.type == "cuda")
+    return write_scan(model, prepared, compute_scan(model, prepared, options), options)

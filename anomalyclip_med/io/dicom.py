@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.formats import describe_content
 
 __all__ = ["DICOM_SUFFIXES", "DicomSeries", "find_dicom_series", "select_dicom_series", "has_dicom_files"]
 
@@ -22,6 +24,10 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 # relative and absolute tolerance on the gap between neighbouring slices; real scanners round positions to ~1e-3 mm
 _GAP_RTOL, _GAP_ATOL = 0.01, 1e-3
+# what every image file of a series must hold (a cut file loses its last elements first)
+_IMAGE_KEYS = ("SeriesInstanceUID", "Rows", "Columns")
+# geometry elements and their value counts; each must parse as that many finite numbers where present
+_GEOMETRY = {"PixelSpacing": 2, "ImagePositionPatient": 3, "ImageOrientationPatient": 6, "SliceThickness": 1}
 
 
 @dataclass
@@ -50,22 +56,45 @@ def _candidate_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def _damaged(path: Path, why: str) -> InputError:
+    return InputError(f"DICOM file '{path}' is truncated or damaged: {why}. Replace or remove the file.")
+
+
 def _read_header(path: Path) -> pydicom.Dataset | None:
-    """The header of a DICOM image file; ``None`` for a file that is not DICOM or holds no image."""
+    """
+    The header of a DICOM image file; ``None`` for a DICOMDIR or a complete DICOM object of a non-image class
+    (structured report, presentation state ...).
+
+    pydicom reads a cut file without complaint up to the cut, so a damaged image file is recognised by what its
+    file meta information (at the start, kept by most cuts) promises: an image storage class whose dataset lacks
+    the series, size or position of an image.
+
+    Raises:
+        InputError: naming the file, for a damaged or truncated DICOM file (one with a DICOM suffix, or the
+            'DICM' preamble).
+    """
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         if path.suffix.lower() in DICOM_SUFFIXES:
-            raise InputError(f"DICOM file '{path}' is corrupt (no valid DICOM header). Remove or replace it.") from None
-        logger.debug("skipping non-DICOM file %s", path)
+            raise _damaged(path, f"it holds {describe_content(path)}, not a DICOM header") from None
+        # no DICOM suffix and no 'DICM' preamble: a companion file (README, checksums), named but not read
+        logger.warning("%s is not a DICOM file (it holds %s); it is not part of the series", path,
+                       describe_content(path))
         return None
     except Exception as err:  # pydicom raises many types on truncated or garbled headers
-        raise InputError(f"DICOM file '{path}' is corrupt ({type(err).__name__}: {err}). Remove or replace it.") from None
-    if getattr(ds.file_meta, "MediaStorageSOPClassUID", None) == _DICOMDIR_SOP_CLASS:
+        raise _damaged(path, f"{type(err).__name__}: {err}") from None
+    sop_class = getattr(ds.file_meta, "MediaStorageSOPClassUID", None)
+    if sop_class == _DICOMDIR_SOP_CLASS:
         return None
-    if "SeriesInstanceUID" not in ds or "Rows" not in ds:
-        logger.debug("skipping DICOM object without image %s", path)
+    if sop_class is None or "TransferSyntaxUID" not in ds.file_meta:
+        raise _damaged(path, "its file meta information (SOP class, transfer syntax) is incomplete")
+    if "Image Storage" not in pydicom.uid.UID(sop_class).name:
+        logger.info("skipping non-image DICOM object %s (%s)", path, pydicom.uid.UID(sop_class).name)
         return None
+    missing = [k for k in _IMAGE_KEYS if k not in ds]
+    if missing:
+        raise _damaged(path, f"it is a {pydicom.uid.UID(sop_class).name} file without {', '.join(missing)}")
     return ds
 
 
@@ -80,10 +109,12 @@ def find_dicom_series(folder: str | os.PathLike) -> dict[str, list[tuple[Path, p
     """
     Group the DICOM image files directly inside ``folder`` by SeriesInstanceUID (headers only).
 
-    Files that are not DICOM (no preamble, no DICOM suffix), DICOMDIRs and objects without an image are skipped.
+    Every file (hidden ones aside) either joins a series or is named: files without a DICOM suffix or preamble
+    are logged as not part of the series, DICOMDIRs and complete non-image objects are logged and skipped, and a
+    DICOM image file must hold a complete image header.
 
     Raises:
-        InputError: a file with a DICOM suffix or preamble whose header cannot be read.
+        InputError: naming the file, for a truncated or damaged DICOM file.
     """
     series: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     for path in _candidate_files(Path(folder)):
@@ -99,24 +130,69 @@ def _describe(uid: str, members: list[tuple[Path, pydicom.Dataset]]) -> str:
             f"{len(members)} files)")
 
 
+def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.ndarray | None:
+    """
+    ``keyword``'s value as ``count`` finite floats; ``None`` when the element is absent or empty.
+
+    Raises:
+        InputError: naming the file and the value as stored, for a value that is not ``count`` finite numbers.
+    """
+    if keyword not in ds:
+        return None
+    raw = ds.get_item(keyword).value  # the bytes as stored (unless parsed before): shown as the file holds them
+    if isinstance(raw, bytes):
+        texts = raw.decode("latin-1").strip(" \0").split("\\")
+    else:
+        texts = [str(v) for v in (raw if isinstance(raw, (list, tuple, MultiValue)) else [raw])]
+    shown = "\\".join(texts)
+    if shown.strip() == "":
+        return None
+    try:
+        values = np.asarray([float(v) for v in texts], dtype=float)
+    except ValueError:
+        values = np.asarray([np.nan])
+    if values.size != count or not np.all(np.isfinite(values)):
+        raise InputError(f"DICOM file '{path}' has {keyword}={shown!r}: {count} finite number(s) expected. The "
+                         "volume geometry cannot be known; fix or remove the file.")
+    return values
+
+
+def _geometry(folder: Path, members: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each file's ImageOrientationPatient and ImagePositionPatient, after checking every geometry element."""
+    out = []
+    for path, ds in members:
+        values = {key: _numbers(path, ds, key, n) for key, n in _GEOMETRY.items()}
+        missing = [key for key in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+                   if values[key] is None]
+        if missing:
+            raise InputError(f"DICOM series in '{folder}': '{path.name}' lacks {', '.join(missing)}; the volume "
+                             "geometry cannot be known. Convert the series with dcm2niix first.")
+        iop = values["ImageOrientationPatient"]
+        row, col = iop[:3], iop[3:]
+        if not (np.allclose([np.linalg.norm(row), np.linalg.norm(col)], 1, atol=1e-3) and abs(row @ col) < 1e-3):
+            raise InputError(f"DICOM file '{path}' has ImageOrientationPatient={iop.tolist()}: not two orthogonal "
+                             "unit vectors. The volume geometry cannot be known; fix or remove the file.")
+        if np.any(values["PixelSpacing"] <= 0):
+            raise InputError(f"DICOM file '{path}' has PixelSpacing={values['PixelSpacing'].tolist()}: spacings "
+                             "must be positive.")
+        out.append((iop, values["ImagePositionPatient"]))
+    return out
+
+
 def _positions(folder: Path, members: list[tuple[Path, pydicom.Dataset]]) -> tuple[np.ndarray, np.ndarray]:
     """Positions along the slice normal, after checking that all slices share orientation and size."""
     first = members[0][1]
-    for key in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
-        missing = [p.name for p, ds in members if key not in ds]
-        if missing:
-            raise InputError(f"DICOM series in '{folder}': {len(missing)} file(s) lack {key} (e.g. '{missing[0]}'); "
-                             "the volume geometry cannot be known. Convert the series with dcm2niix first.")
-    iop = np.asarray(first.ImageOrientationPatient, dtype=float)
-    for path, ds in members:
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=float), iop, atol=1e-4):
+    geometry = _geometry(folder, members)
+    iop = geometry[0][0]
+    for (path, ds), (orientation, _) in zip(members, geometry):
+        if not np.allclose(orientation, iop, atol=1e-4):
             raise InputError(f"DICOM series in '{folder}' mixes slice orientations ('{path.name}' differs from "
                              f"'{members[0][0].name}'); score one orientation at a time.")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
             raise InputError(f"DICOM series in '{folder}' mixes image sizes ('{path.name}' is {ds.Rows}x{ds.Columns},"
                              f" '{members[0][0].name}' is {first.Rows}x{first.Columns}).")
     normal = np.cross(iop[:3], iop[3:])
-    positions = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for _, ds in members])
+    positions = np.array([np.dot(normal, position) for _, position in geometry])
     return positions, np.argsort(positions, kind="stable")
 
 
@@ -147,8 +223,7 @@ def _check_pixels(files: list[Path]) -> None:
             ds = pydicom.dcmread(path)
             ds.pixel_array  # noqa: B018 - decoding is the check: truncated or garbled pixel data raises here
         except Exception as err:
-            raise InputError(f"DICOM file '{path}' is corrupt: its pixel data cannot be decoded "
-                             f"({type(err).__name__}: {err}). Replace or remove the file.") from None
+            raise _damaged(path, f"its pixel data cannot be decoded ({type(err).__name__}: {err})") from None
 
 
 def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> DicomSeries:
@@ -160,9 +235,11 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
         series_uid: SeriesInstanceUID to pick when the folder holds several series.
 
     Raises:
-        InputError: no DICOM images; several series and no (or an unknown) ``series_uid``; a corrupt file;
-            a single slice; mixed orientations or sizes; uneven slice spacing (missing slices); several
-            volumes in one series.
+        InputError: no DICOM images; a file in the folder that is not DICOM, or truncated or damaged (header or
+            pixels); several series and no (or an unknown) ``series_uid``; a single slice; a PixelSpacing,
+            ImagePositionPatient, ImageOrientationPatient or SliceThickness that is not 2, 3, 6 or 1 finite
+            numbers; mixed orientations or sizes; uneven slice spacing (missing slices); several volumes in one
+            series.
     """
     folder = Path(folder)
     series = find_dicom_series(folder)
@@ -184,8 +261,8 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
         raise InputError(f"DICOM series {uid} in '{folder}' is {hint}.")
     positions, order = _positions(folder, members)
     files = [members[i][0] for i in order]
+    _check_pixels(files)  # first: a damaged file is named, not blamed as a gap between its neighbours
     spacing = _check_spacing(folder, files, positions[order])
-    _check_pixels(files)
     first = members[0][1]
     return DicomSeries(
         uid=uid,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from anomalyclip_med.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "check_image", "list_images", "to_rgb", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "OPEN_ERRORS", "open_image", "check_image", "list_images", "to_rgb", "read_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -34,33 +36,56 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# PIL's errors for unreadable files: unknown format, truncated or garbled data, decompression bombs
+OPEN_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError)
+
+
 def _open_error(path: Path, err: Exception) -> InputError:
     return InputError(
         f"Cannot read image '{path}': {err}. Supported: {', '.join(IMAGE_SUFFIXES)} files that PIL can open."
     )
 
 
-def check_image(path: str | os.PathLike) -> None:
-    """Cheaply check that ``path`` is a readable image (header and structure), raising ``InputError`` if not."""
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
+    """
+    Open an image file for reading (header only) and check its declared size before any pixel is decoded.
+
+    A header may declare any size; decoding a PNG of 100000 x 100000 pixels would need 30 GB. Images larger than
+    PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 megapixels, a 9459 x 9459 square), or with a zero side, are refused
+    here, and every PIL error (decompression bomb included) while opening or decoding becomes an ``InputError``.
+
+    Raises:
+        InputError: naming the file (``what`` says which kind), for a missing, unreadable or absurdly large image.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what.capitalize()} '{path}' does not exist.")
     try:
         with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise _open_error(path, err) from None
+            width, height = im.size
+            if width < 1 or height < 1 or width * height > (Image.MAX_IMAGE_PIXELS or width * height):
+                raise InputError(f"{what.capitalize()} '{path}' declares {width} x {height} pixels, outside 1 .. "
+                                 f"{Image.MAX_IMAGE_PIXELS:,} pixels: a damaged file or a decompression bomb.")
+            yield im
+    except OPEN_ERRORS as err:
+        if isinstance(err, InputError):
+            raise
+        raise _open_error(path, err) if what == "image" else InputError(
+            f"Cannot read {what} '{path}': {err}.") from None
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Cheaply check that ``path`` is a readable image (header and structure), raising ``InputError`` if not."""
+    with open_image(path) as im:
+        im.verify()
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
     """Read ``path`` as an 8-bit RGB PIL image; an unreadable file raises ``InputError`` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Image '{path}' does not exist.")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise _open_error(path, err) from None
+    with open_image(path) as im:
+        im.load()
+        return to_rgb(im)
 
 
 def list_images(paths: list[str | os.PathLike]) -> list[Path]:

@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.images import open_image
 
 __all__ = ["MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "read_mask", "image_size_of"]
 
@@ -77,13 +77,8 @@ def binarize_mask(values: np.ndarray, source: str = "mask") -> np.ndarray:
 
 def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image file from its header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise InputError(f"Image '{path}' does not exist.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise InputError(f"Cannot read image '{path}': {err}.") from None
+    with open_image(path) as im:
+        return im.size
 
 
 def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -98,16 +93,11 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
         InputError: unreadable file, size different from ``expected_size``, or a non-binary mask.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Mask '{path}' does not exist.")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            size = im.size
-            # palette masks keep their indices (index 0 = background); exotic colour spaces become RGB
-            values = np.asarray(im.convert("RGB") if im.mode in ("CMYK", "YCbCr", "LAB", "HSV") else im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise InputError(f"Cannot read mask '{path}': {err}.") from None
+    with open_image(path, "mask") as im:
+        im.load()
+        size = im.size
+        # palette masks keep their indices (index 0 = background); exotic colour spaces become RGB
+        values = np.asarray(im.convert("RGB") if im.mode in ("CMYK", "YCbCr", "LAB", "HSV") else im)
     if expected_size is not None and tuple(size) != tuple(expected_size):
         raise InputError(
             f"Mask '{path}' is {size[0]}x{size[1]} pixels but its image is {expected_size[0]}x{expected_size[1]}; "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import unicodedata
 import warnings
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
@@ -18,11 +20,15 @@ from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.dicom import DICOM_SUFFIXES, select_dicom_series
+from anomalyclip_med.io.formats import check_volume_file
 from anomalyclip_med.io.images import IMAGE_SUFFIXES
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "LoadScan", "LoadScand"]
+__all__ = [
+    "VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume", "LoadScan",
+    "LoadScand",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,18 @@ def case_id_of(source: str | os.PathLike) -> str:
     return name[: -len(suffix)] if suffix and not path.is_dir() else name
 
 
+def safe_case_id(name: str) -> str:
+    """
+    A case ID safe as a folder name, derived from any file name: Unicode letters and digits are kept (composed
+    to NFC, as macOS stores them decomposed), every run of other characters (spaces, slashes, quotes, control
+    characters) becomes one ``_``, and leading or trailing ``.``, ``_``, ``-`` are dropped so that no ID is hidden,
+    empty, ``.`` or ``..`` (``"Müller 1"`` -> ``"Müller_1"``, ``"../x"`` -> ``"x"``). A name with nothing left
+    becomes ``"case"``; IDs are cut to 100 characters.
+    """
+    text = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", name)).strip("._-")[:100].strip("._-")
+    return text or "case"
+
+
 @contextlib.contextmanager
 def _quiet_itk() -> Iterator[None]:
     """Silence the DeprecationWarnings ITK's SWIG wrappers raise while its modules load lazily."""
@@ -68,16 +86,23 @@ def _replace_nonfinite(img: MetaTensor) -> int:
     return n_bad
 
 
-class LoadScan(Transform):
+def load_volume(
+    source: str | os.PathLike, series_uid: str | None = None, volume_index: int | None = None
+) -> MetaTensor:
     """
-    Load one scan as a channel-first float32 ``MetaTensor`` (1, X, Y, Z) with MONAI readers.
+    Read one scan, lesion mask or anomaly map, whole, as a channel-first float32 ``MetaTensor`` (1, X, Y, Z).
 
-    NIfTI goes through MONAI's ``NibabelReader``; NRRD, MetaImage (.mha/.mhd) and DICOM series folders through
-    its ``ITKReader``. ``meta["affine"]``/``meta["original_affine"]`` hold the voxel-to-world (RAS) affine of the
-    scan as stored, and the array keeps the file's voxel order, so outputs written with that affine overlay the
-    input exactly. DICOM folders are checked first (see :func:`anomalyclip_med.io.dicom.select_dicom_series`).
+    This is the package's one volume reader: scoring, evaluation (scans, masks, maps) and the bundle all read
+    through it, so every read gets the same checks. A volume file is first checked against its suffix's format
+    (:func:`anomalyclip_med.io.formats.check_volume_file`: the format actually found, the header's voxel count
+    against the file's bytes, compressed data read to its end-of-stream marker) and only then handed to its
+    MONAI reader, alone (no fall-back to other readers, which would blame a damaged NIfTI on DICOM). NIfTI goes
+    through MONAI's ``NibabelReader``; NRRD, MetaImage (.mha/.mhd) and DICOM series folders through its
+    ``ITKReader``; DICOM folders are checked whole first (see :func:`anomalyclip_med.io.dicom.select_dicom_series`).
+    ``meta["affine"]``/``meta["original_affine"]`` hold the voxel-to-world (RAS) affine of the volume as stored,
+    and the array keeps the file's voxel order, so outputs written with that affine overlay the input exactly.
 
-    Non-finite voxels (NaN, +-Inf) are replaced: NaN and -Inf by the lowest finite value of the scan (treated
+    Non-finite voxels (NaN, +-Inf) are replaced: NaN and -Inf by the lowest finite value of the volume (treated
     as background), +Inf by the highest; their number is stored in ``meta["nonfinite_voxels"]`` and logged.
 
     Extra metadata: ``source_format`` (``nifti``, ``nrrd``, ``metaimage``, ``dicom``), ``modality`` and
@@ -85,12 +110,120 @@ class LoadScan(Transform):
     (DICOM only), ``volume_index`` (4D only), ``nonfinite_voxels``.
 
     Args:
+        source: a volume file or a DICOM series folder.
         series_uid: SeriesInstanceUID to load from a folder holding several series.
         volume_index: which volume of a 4D file to load (0-based); required when the file holds more than one.
 
     Raises:
-        InputError: a missing path, an unsupported or unreadable file, a 2D image, a 4D file without a valid
-            ``volume_index``, or any DICOM series problem.
+        InputError: naming the file: a missing path, an unsupported, damaged, truncated or mislabelled file, a 2D
+            image, a 4D file without a valid ``volume_index``, or any DICOM series problem.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"Scan '{path}' does not exist.")
+    extra: dict = {"modality": "", "body_part": ""}
+    img = _load_dicom(path, series_uid, extra) if path.is_dir() else _load_file(path, extra)
+    img, index = _select_volume(path, img, volume_index)
+    img.meta.update(extra)
+    if index is not None:  # absent rather than None: MONAI's collation cannot batch None
+        img.meta["volume_index"] = index
+    n_bad = _replace_nonfinite(img)
+    img.meta["nonfinite_voxels"] = n_bad
+    if n_bad:
+        logger.warning("%s: %d non-finite voxel(s) (NaN/Inf) replaced by the scan's lowest/highest finite value",
+                       path, n_bad)
+    return EnsureChannelFirst(channel_dim="no_channel")(img)
+
+
+def _load_file(path: Path, extra: dict) -> MetaTensor:
+    suffix = volume_suffix(path)
+    if suffix is None:
+        if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in DICOM_SUFFIXES:
+            raise InputError(f"'{path}' is a 2D image file; `score` takes 3D scans (a volume file or a DICOM "
+                             "series folder). Use `anomalyclip-med predict` for 2D images.")
+        raise InputError(f"'{path}' is not a supported scan: give a volume file ({', '.join(VOLUME_SUFFIXES)}) "
+                         "or a folder holding one DICOM series.")
+    check_volume_file(path, suffix)
+    extra["source_format"] = _FORMATS[suffix]
+    reader = NibabelReader() if suffix in NIFTI_SUFFIXES else _itk_reader(path)
+    return _read(reader, path)
+
+
+def _load_dicom(folder: Path, series_uid: str | None, extra: dict) -> MetaTensor:
+    series = select_dicom_series(folder, series_uid)
+    reader = _itk_reader(folder, series_name=_gdcm_series_name(folder, series.files))
+    img = _read(reader, folder)
+    if img.ndim != 3 or img.shape[-1] != len(series.files):
+        raise InputError(f"DICOM series {series.uid} in '{folder}' read as shape {tuple(img.shape)}, expected "
+                         f"{len(series.files)} slices; convert it with dcm2niix and score the NIfTI.")
+    extra.update(source_format="dicom", modality=series.modality, body_part=series.body_part,
+                 series_uid=series.uid, dicom_files=[str(f) for f in series.files])
+    return img
+
+
+def _itk_reader(path: Path, **kwargs) -> ITKReader:
+    if not has_itk:
+        raise InputError(f"Reading '{path}' needs ITK (NRRD, MetaImage and DICOM): pip install itk-io.")
+    return ITKReader(**kwargs)
+
+
+def _gdcm_series_name(folder: Path, files: list[Path]) -> str:
+    """The GDCM series identifier (as MONAI's ITKReader groups files) whose files are exactly ``files``."""
+    with _quiet_itk():
+        names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(True)
+    names.AddSeriesRestriction("0008|0021")  # as ITKReader does
+    names.SetDirectory(str(folder))
+    wanted = {os.path.realpath(f) for f in files}
+    for ident in names.GetSeriesUIDs():
+        if {os.path.realpath(f) for f in names.GetFileNames(ident)} == wanted:
+            return ident
+    raise InputError(f"ITK/GDCM groups the DICOM files in '{folder}' differently from their SeriesInstanceUID "
+                     "(mixed dates or acquisition details within the series); convert it with dcm2niix.")
+
+
+def _read(reader, path: Path) -> MetaTensor:
+    try:
+        with _quiet_itk():
+            # the reader given at call time is the only one tried: LoadImage would otherwise fall back to others
+            return LoadImage(image_only=True, dtype=np.float32)(str(path), reader=reader)
+    except Exception as err:  # the readers raise many types; the user needs the file and the cause
+        cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise InputError(f"Cannot read scan '{path}': {cause}") from None
+
+
+def _select_volume(path: Path, img: MetaTensor, volume_index: int | None) -> tuple[MetaTensor, int | None]:
+    """The one 3D volume to score, and its index when the file is 4D."""
+    index = None
+    if img.ndim == 4:
+        n = img.shape[-1]
+        if volume_index is None and n > 1:
+            raise InputError(f"'{path}' is a 4D scan holding {n} volumes (shape {tuple(img.shape)}); pick one "
+                             f"with --volume-index 0..{n - 1} (ScanScoringOptions.volume_index).")
+        index = volume_index or 0
+        if not 0 <= index < n:
+            raise InputError(f"--volume-index {index} is out of range for '{path}', which holds {n} volumes "
+                             f"(0..{n - 1}).")
+        img = img[..., index].clone()
+    elif volume_index not in (None, 0):
+        raise InputError(f"--volume-index {volume_index} given but '{path}' holds a single volume.")
+    if img.ndim != 3 or min(img.shape) < 2:
+        raise InputError(f"'{path}' is 2D (shape {tuple(img.shape)}); `score` takes 3D scans. Use "
+                         "`anomalyclip-med predict` for 2D images.")
+    return img, index
+
+
+class LoadScan(Transform):
+    """
+    Load one scan as a channel-first float32 ``MetaTensor`` (1, X, Y, Z): the transform face of
+    :func:`load_volume` (see it for the checks, the geometry kept and the metadata added).
+
+    Args:
+        series_uid: SeriesInstanceUID to load from a folder holding several series.
+        volume_index: which volume of a 4D file to load (0-based); required when the file holds more than one.
+
+    Raises:
+        InputError: see :func:`load_volume`.
     """
 
     def __init__(self, series_uid: str | None = None, volume_index: int | None = None) -> None:
@@ -98,97 +231,7 @@ class LoadScan(Transform):
         self.volume_index = volume_index
 
     def __call__(self, source: str | os.PathLike) -> MetaTensor:
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"Scan '{path}' does not exist.")
-        extra: dict = {"modality": "", "body_part": ""}
-        if path.is_dir():
-            img = self._load_dicom(path, extra)
-        else:
-            img = self._load_file(path, extra)
-        img, volume_index = self._select_volume(path, img)
-        img.meta.update(extra)
-        if volume_index is not None:  # absent rather than None: MONAI's collation cannot batch None
-            img.meta["volume_index"] = volume_index
-        n_bad = _replace_nonfinite(img)
-        img.meta["nonfinite_voxels"] = n_bad
-        if n_bad:
-            logger.warning("%s: %d non-finite voxel(s) (NaN/Inf) replaced by the scan's lowest/highest finite value",
-                           path, n_bad)
-        return EnsureChannelFirst(channel_dim="no_channel")(img)
-
-    def _load_file(self, path: Path, extra: dict) -> MetaTensor:
-        suffix = volume_suffix(path)
-        if suffix is None:
-            if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in DICOM_SUFFIXES:
-                raise InputError(f"'{path}' is a 2D image file; `score` takes 3D scans (a volume file or a DICOM "
-                                 "series folder). Use `anomalyclip-med predict` for 2D images.")
-            raise InputError(f"'{path}' is not a supported scan: give a volume file ({', '.join(VOLUME_SUFFIXES)}) "
-                             "or a folder holding one DICOM series.")
-        extra["source_format"] = _FORMATS[suffix]
-        reader = NibabelReader() if suffix in NIFTI_SUFFIXES else self._itk_reader(path)
-        return self._read(reader, path)
-
-    def _load_dicom(self, folder: Path, extra: dict) -> MetaTensor:
-        series = select_dicom_series(folder, self.series_uid)
-        reader = self._itk_reader(folder, series_name=self._gdcm_series_name(folder, series.files))
-        img = self._read(reader, folder)
-        if img.ndim != 3 or img.shape[-1] != len(series.files):
-            raise InputError(f"DICOM series {series.uid} in '{folder}' read as shape {tuple(img.shape)}, expected "
-                             f"{len(series.files)} slices; convert it with dcm2niix and score the NIfTI.")
-        extra.update(source_format="dicom", modality=series.modality, body_part=series.body_part,
-                     series_uid=series.uid, dicom_files=[str(f) for f in series.files])
-        return img
-
-    @staticmethod
-    def _itk_reader(path: Path, **kwargs) -> ITKReader:
-        if not has_itk:
-            raise InputError(f"Reading '{path}' needs ITK (NRRD, MetaImage and DICOM): pip install itk-io.")
-        return ITKReader(**kwargs)
-
-    @staticmethod
-    def _gdcm_series_name(folder: Path, files: list[Path]) -> str:
-        """The GDCM series identifier (as MONAI's ITKReader groups files) whose files are exactly ``files``."""
-        with _quiet_itk():
-            names = itk.GDCMSeriesFileNames.New()
-        names.SetUseSeriesDetails(True)
-        names.AddSeriesRestriction("0008|0021")  # as ITKReader does
-        names.SetDirectory(str(folder))
-        wanted = {os.path.realpath(f) for f in files}
-        for ident in names.GetSeriesUIDs():
-            if {os.path.realpath(f) for f in names.GetFileNames(ident)} == wanted:
-                return ident
-        raise InputError(f"ITK/GDCM groups the DICOM files in '{folder}' differently from their SeriesInstanceUID "
-                         "(mixed dates or acquisition details within the series); convert it with dcm2niix.")
-
-    @staticmethod
-    def _read(reader, path: Path) -> MetaTensor:
-        try:
-            with _quiet_itk():
-                return LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
-        except Exception as err:  # the readers raise many types; the user needs the file and the cause
-            cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-            raise InputError(f"Cannot read scan '{path}': {cause}") from None
-
-    def _select_volume(self, path: Path, img: MetaTensor) -> tuple[MetaTensor, int | None]:
-        """The one 3D volume to score, and its index when the file is 4D."""
-        index = None
-        if img.ndim == 4:
-            n = img.shape[-1]
-            if self.volume_index is None and n > 1:
-                raise InputError(f"'{path}' is a 4D scan holding {n} volumes (shape {tuple(img.shape)}); pick one "
-                                 f"with --volume-index 0..{n - 1} (ScanScoringOptions.volume_index).")
-            index = self.volume_index or 0
-            if not 0 <= index < n:
-                raise InputError(f"--volume-index {index} is out of range for '{path}', which holds {n} volumes "
-                                 f"(0..{n - 1}).")
-            img = img[..., index].clone()
-        elif self.volume_index not in (None, 0):
-            raise InputError(f"--volume-index {self.volume_index} given but '{path}' holds a single volume.")
-        if img.ndim != 3 or min(img.shape) < 2:
-            raise InputError(f"'{path}' is 2D (shape {tuple(img.shape)}); `score` takes 3D scans. Use "
-                             "`anomalyclip-med predict` for 2D images.")
-        return img, index
+        return load_volume(source, self.series_uid, self.volume_index)
 
 
 class LoadScand(MapTransform):

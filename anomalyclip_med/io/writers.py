@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.io.overlay import colour_bar, overlay, save_png
 from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
@@ -87,9 +87,13 @@ def write_montage(
     captions: Sequence[str],
     warning: str | None = None,
     columns: int = 3,
+    low: float = 0.05,
+    threshold: float | None = None,
 ) -> None:
     """
-    A PNG grid of slices with their anomaly maps blended over them (:func:`anomalyclip_med.io.overlay.overlay`).
+    A PNG grid of slices with their anomaly maps blended over them (:func:`anomalyclip_med.io.overlay.overlay`)
+    and a colour bar on the right. Map values below ``low`` are not drawn: maps are 0 outside the body, and the
+    body's anatomy must stay readable where the map is near 0, rather than everything sitting under a blue tint.
 
     Args:
         path: output ``.png``.
@@ -99,15 +103,21 @@ def write_montage(
         warning: the model's untrained/random warning: drawn as a banner and stored in the PNG (see
             :func:`anomalyclip_med.io.overlay.save_png`).
         columns: tiles per row.
+        low: map values below it are left untinted.
+        threshold: the labelmap threshold, marked on the colour bar.
     """
     n, size = slices.shape[0], slices.shape[-1]
-    montage = Image.new("RGB", (min(n, columns) * size, math.ceil(n / columns) * size))
+    height = math.ceil(n / columns) * size
+    tiles_width = min(n, columns) * size
+    bar = colour_bar(height, low, threshold)
+    montage = Image.new("RGB", (tiles_width + bar.width, height))
     draw = ImageDraw.Draw(montage)
     for i in range(n):
         grey = Image.fromarray(np.round(slices[i].numpy() * 255).astype(np.uint8), mode="L")
         r, c = divmod(i, columns)
-        montage.paste(overlay(grey, maps[i].numpy()), (c * size, r * size))
+        montage.paste(overlay(grey, maps[i].numpy(), low=low), (c * size, r * size))
         draw.text((c * size + 4, (r + 1) * size - 14), captions[i], fill=(255, 255, 255))
+    montage.paste(bar, (tiles_width, 0))
     save_png(montage, path, warning=warning)
 
 

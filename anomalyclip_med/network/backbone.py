@@ -26,6 +26,7 @@ from open_clip.factory import load_state_dict
 from open_clip.model import CLIP, build_model_from_openai_state_dict
 
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
+from anomalyclip_med.network.materialize import build_on_meta, load_into_meta
 
 __all__ = ["DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"]
 
@@ -62,9 +63,12 @@ def _is_path_like(value: str | os.PathLike) -> bool:
     return isinstance(value, os.PathLike) or os.sep in s or s.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
-def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bool]:
+def read_state_dict(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], bool]:
     """
-    Read a backbone weights file: an OpenAI TorchScript archive or a (possibly wrapped) state dict.
+    Read a backbone weights file, straight onto ``device``: an OpenAI TorchScript archive or a (possibly wrapped)
+    state dict.
 
     Returns:
         the state dict and whether it came from a TorchScript archive.
@@ -77,14 +81,14 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], b
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-                sd = torch.jit.load(path, map_location="cpu").state_dict()
+                sd = torch.jit.load(path, map_location=device).state_dict()
         except Exception as err:
             raise BackboneError(f"Cannot read TorchScript archive '{path}': {type(err).__name__}: {err}") from None
         # traced archives also carry buffers that are not parameters of the model
         sd = {k: v for k, v in sd.items() if k not in _OPENAI_ONLY_KEYS and not k.endswith("attn_mask")}
         return sd, True
     try:
-        sd = load_state_dict(path, device="cpu", weights_only=True)
+        sd = load_state_dict(path, device=str(device), weights_only=True)
     except Exception as err:
         raise BackboneError(
             f"Cannot read backbone weights file '{path}': {type(err).__name__}: {err}. Expected an OpenAI CLIP "
@@ -218,6 +222,7 @@ def load_backbone(
     backbone: str | dict | os.PathLike | None = None,
     weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
     cache_dir: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[CLIP, BackboneInfo]:
     """
     Build the CLIP backbone.
@@ -228,9 +233,10 @@ def load_backbone(
         weights: an open_clip pretrained tag (``"openai"``), a weights file (OpenAI TorchScript archive,
             OpenAI-format state dict, open_clip state dict), or ``None`` for random initialisation.
         cache_dir: open_clip's download cache.
+        device: where a weights file's tensors are loaded (random and tag-downloaded models are built on the CPU).
 
     Returns:
-        the open_clip ``CLIP`` model in eval mode (fp32, on CPU) and its identity.
+        the open_clip ``CLIP`` model in eval mode (fp32) and its identity.
 
     Raises:
         MissingWeightsError: the weights file does not exist or a tag cannot be downloaded.
@@ -255,24 +261,27 @@ def load_backbone(
             stacklevel=2,
         )
     elif Path(weights).is_file():
+        # every architecture is built on the meta device and takes the file's tensors: no random initialisation
         path = str(Path(weights).resolve())
-        sd, scripted = read_state_dict(path)
+        sd, scripted = read_state_dict(path, device)
         if is_config:
-            model = _build_from_config(_config_from(backbone))
+            cfg = _config_from(backbone)
+            model = build_on_meta(lambda: _build_from_config(cfg))
             _check_fits(model, sd, f"backbone {name}", f"weights file '{path}'")
-            open_clip.load_checkpoint(model, path, strict=True)
         elif scripted or (backbone is None and _is_openai_vit(sd)):
             if not _is_openai_vit(sd):
                 raise BackboneError(f"'{path}' is not a ViT CLIP model; AnomalyCLIP needs a ViT image tower.")
+            shapes = {k: v.to("meta") for k, v in sd.items()}  # what open_clip reads the architecture from
             try:
-                model = build_model_from_openai_state_dict(sd, cast_dtype=torch.float32)
+                model = build_on_meta(lambda: build_model_from_openai_state_dict(shapes, cast_dtype=torch.float32))
             except (KeyError, ValueError, RuntimeError) as err:
                 raise BackboneError(
                     f"'{path}' looks like an OpenAI CLIP file but its architecture cannot be read from it "
                     f"({type(err).__name__}: {err}). Pass the open_clip model name it was trained with (--backbone)."
                 ) from None
             if backbone is not None:  # an explicit name must agree with what the tensors say
-                _check_fits(_named_model(str(backbone)), model.state_dict(), f"backbone {name}", f"'{path}'")
+                named = build_on_meta(lambda: _named_model(str(backbone), device="meta"))
+                _check_fits(named, model.state_dict(), f"backbone {name}", f"'{path}'")
             name = name or "OpenAI CLIP (architecture read from the file)"
         elif backbone is None:
             raise BackboneError(
@@ -280,9 +289,9 @@ def load_backbone(
                 "Pass the open_clip model name it was trained with (--backbone NAME, e.g. ViT-B-16)."
             )
         else:
-            model = _named_model(str(backbone))
+            model = build_on_meta(lambda: _named_model(str(backbone), device="meta"))
             _check_fits(model, sd, f"backbone {name}", f"weights file '{path}'")
-            open_clip.load_checkpoint(model, path, strict=True)
+        model = load_into_meta(model, sd, device)
         weights_id, random = path, False
     elif _is_path_like(weights):
         raise MissingWeightsError(

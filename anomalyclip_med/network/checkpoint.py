@@ -41,12 +41,29 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _check_tensors(path: Path, state_dict: Any) -> None:
+    """Refuse a state dict that is not named tensors, or holds NaN/Inf: it would score every image NaN."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"Prompt checkpoint '{path}' is damaged: its state_dict is not a dict of tensors.")
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"Prompt checkpoint '{path}' is damaged: tensor '{key}' holds {bad} NaN/Inf "
+                                      "value(s) (a diverged training run or a corrupt file); use another checkpoint.")
+
+
 def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     Read a prompt checkpoint of either format.
 
     Returns:
         ``{"state_dict", "config" (dict or None), "format" ("authors" or "package"), "backbone" (dict or None)}``.
+
+    Raises:
+        MissingWeightsError: no such file.
+        CheckpointError: a file torch cannot load with ``weights_only=True`` (truncated, or a pickle that would run
+            code), another kind of file, or tensors holding NaN/Inf.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,10 +83,12 @@ def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"Prompt checkpoint '{path}' has format version {version!r}; this anomalyclip_med reads versions "
                 f"<= {PROMPT_FORMAT_VERSION}. Upgrade the package."
             )
+        _check_tensors(path, obj.get("state_dict"))
         return {"state_dict": obj["state_dict"], "config": obj.get("config"), "format": "package",
                 "backbone": obj.get("backbone")}
     if isinstance(obj, dict) and isinstance(obj.get("prompt_learner"), dict):
         sd = {k: v for k, v in obj["prompt_learner"].items() if not k.startswith(_UNUSED_AUTHOR_KEYS)}
+        _check_tensors(path, sd)
         return {"state_dict": sd, "config": None, "format": "authors", "backbone": None}
     raise CheckpointError(
         f"'{path}' is not a prompt checkpoint: expected the authors' {{'prompt_learner': state_dict}} or a file "

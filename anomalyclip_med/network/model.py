@@ -87,16 +87,25 @@ class AnomalyCLIP(nn.Module):
         backbone_info: identity of the backbone weights.
         config: network settings.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: autocast dtype of the image tower.
+        compile_network: run the image tower through ``torch.compile`` (opt-in: the first batch of each input
+            shape then compiles, which takes minutes for ViT-L; see docs/performance.md for when it pays).
     """
 
     def __init__(
-        self, clip: CLIP, backbone_info: BackboneInfo, config: AnomalyCLIPConfig | None = None, precision: str = "fp32"
+        self,
+        clip: CLIP,
+        backbone_info: BackboneInfo,
+        config: AnomalyCLIPConfig | None = None,
+        precision: str = "fp32",
+        compile_network: bool = False,
     ) -> None:
         super().__init__()
         self.config = config or AnomalyCLIPConfig()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
         self.precision = precision
+        self.compile_network = bool(compile_network)
+        self._image_tower = torch.compile(dpam_forward, dynamic=False) if compile_network else dpam_forward
         self.clip = clip.eval().requires_grad_(False)
         self.backbone_info = backbone_info
         n_layers = backbone_info.vision_layers
@@ -129,6 +138,7 @@ class AnomalyCLIP(nn.Module):
         precision: str = "fp32",
         config: AnomalyCLIPConfig | None = None,
         cache_dir: str | None = None,
+        compile_network: bool = False,
     ) -> AnomalyCLIP:
         """
         Build AnomalyCLIP from backbone weights and (optionally) a prompt checkpoint.
@@ -144,6 +154,7 @@ class AnomalyCLIP(nn.Module):
             precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the image tower).
             config: network settings; by default the paper's, or those stored in a package prompt checkpoint.
             cache_dir: open_clip download cache.
+            compile_network: ``torch.compile`` the image tower (opt-in, see the class).
         """
         device = torch.device(device)
         if precision not in PRECISIONS:
@@ -156,8 +167,9 @@ class AnomalyCLIP(nn.Module):
             config = AnomalyCLIPConfig.from_dict(stored) if stored else AnomalyCLIPConfig()
         if image_size is not None:
             config = replace(config, image_size=int(image_size))
-        clip, info = load_backbone(backbone, backbone_weights, cache_dir=cache_dir)
-        model = cls(clip, info, config, precision)
+        # a weights file is read straight onto the device into a backbone built without random initialisation
+        clip, info = load_backbone(backbone, backbone_weights, cache_dir=cache_dir, device=device)
+        model = cls(clip, info, config, precision, compile_network)
         if checkpoint is not None:
             model.load_prompts(prompts, _checkpoint=checkpoint)
         else:
@@ -267,7 +279,7 @@ class AnomalyCLIP(nn.Module):
         if text_features is None:
             text_features = self.encode_text() if self.training else self.text_features()
         with self._autocast():
-            global_features, patch_features = dpam_forward(
+            global_features, patch_features = self._image_tower(
                 self.clip.visual, images, self.feature_layers, self.dpam_layers
             )
         global_features = global_features.float()

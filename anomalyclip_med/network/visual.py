@@ -33,21 +33,26 @@ def resize_positional_embedding(pos: torch.Tensor, grid: tuple[int, int]) -> tor
 
 
 def _attention(
-    attn: nn.MultiheadAttention, x: torch.Tensor, with_vv: bool
+    attn: nn.MultiheadAttention, x: torch.Tensor, with_vv: bool, queries: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """
     Self-attention of ``x`` (B, N, D) with ``attn``'s weights, and, if ``with_vv``, the V-V attention from the
-    same qkv projection. Computed here rather than by ``nn.MultiheadAttention``, whose batch-first path hands a
-    transposed view to its input projection: under CPU bf16 autocast that one matmul took ~30 s and ~9 GB for a
-    batch of 8 ViT-L slices at 518 px.
+    same qkv projection (computed once for both). Both run through ``scaled_dot_product_attention`` (flash /
+    memory-efficient kernels where the device has them) rather than ``nn.MultiheadAttention``, whose
+    batch-first path hands a transposed view to its input projection: under CPU bf16 autocast that one matmul
+    took ~30 s and ~9 GB for a batch of 8 ViT-L slices at 518 px.
+
+    ``queries``: only the first ``queries`` tokens of the original attention are computed (all by default).
     """
     b, n, d = x.shape
     heads = attn.num_heads
     qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
     q, k, v = qkv.reshape(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    if queries is not None:
+        q = q[:, :, :queries]
 
     def out(t: torch.Tensor) -> torch.Tensor:
-        return attn.out_proj(t.transpose(1, 2).reshape(b, n, d))
+        return attn.out_proj(t.transpose(1, 2).reshape(b, t.shape[2], d))
 
     # scaled_dot_product_attention's default scale is head_dim ** -0.5, the reference's for both paths
     ori = out(F.scaled_dot_product_attention(q, k, v))
@@ -98,12 +103,16 @@ def dpam_forward(
 
     vv: torch.Tensor | None = None
     features = []
+    last_feature = max(feature_layers)
     for index, block in enumerate(blocks, start=1):
-        dual = index >= dpam_start
-        attn_out, vv_out = _attention(block.attn, block.ln_1(x), with_vv=dual)
+        dual = dpam_start <= index <= last_feature  # V-V tokens after the last feature layer are never used
+        # the last block's original tokens serve only the class token's global feature (unless they are a
+        # feature themselves): its attention, projection and MLP run for that one token
+        last = index == len(blocks) and not (index in feature_layers and vv is None and not dual)
+        attn_out, vv_out = _attention(block.attn, block.ln_1(x), with_vv=dual, queries=1 if last else None)
         if dual:
             vv = (x if vv is None else vv) + block.ls_1(vv_out)
-        x = x + block.ls_1(attn_out)
+        x = (x[:, :1] if last else x) + block.ls_1(attn_out)
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
         if index in feature_layers:
             features.append(vv if vv is not None else x)

@@ -189,6 +189,13 @@ def _resume(
             "--out folder (pass it with --prompts to start from these prompts)."
         )
     stored = ckpt["training"]
+    if not (isinstance(stored, dict) and isinstance(stored.get("settings"), dict)
+            and all(k in stored["settings"] for k in _RESUME_KEYS) and isinstance(stored.get("data"), dict)):
+        raise CheckpointError(
+            f"Checkpoint '{path}' is damaged: its training state lacks the settings or data description it was "
+            "trained with, so resuming cannot be checked. Remove it to resume from the checkpoint before, or start "
+            "a new --out folder."
+        )
     for key in _RESUME_KEYS:
         if stored["settings"][key] != getattr(settings, key):
             raise CheckpointError(

@@ -16,11 +16,20 @@ import torch.nn.functional as F
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import Transform
+from scipy.ndimage import binary_fill_holes
 from skimage.filters import threshold_isodata
 
 from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-__all__ = ["PLANES", "SliceGeometry", "resolve_axis", "slice_geometry", "SliceToNetworkInput", "SliceForeground"]
+__all__ = [
+    "PLANES",
+    "SliceGeometry",
+    "resolve_axis",
+    "slice_geometry",
+    "SliceToNetworkInput",
+    "SliceForeground",
+    "BodyMask",
+]
 
 PLANES = ("axial", "coronal", "sagittal")
 _PLANE_OF_CODE = {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
@@ -201,7 +210,8 @@ class SliceToNetworkInput(Transform):
     def from_slices(self, slices: torch.Tensor, geometry: SliceGeometry) -> torch.Tensor:
         """(N, *geometry.slice_shape) stored slices in [0, 1] -> (N, 3, S, S) network inputs."""
         squares = geometry.to_square(torch.as_tensor(slices), self.image_size)
-        return (squares[:, None].expand(-1, 3, -1, -1) - self.mean) / self.std
+        mean, std = self.mean.to(squares.device), self.std.to(squares.device)
+        return (squares[:, None].expand(-1, 3, -1, -1) - mean) / std
 
     def __call__(self, img: NdarrayOrTensor, indices: list[int] | None = None) -> torch.Tensor:
         """
@@ -258,3 +268,37 @@ class SliceForeground(Transform):
             return torch.zeros(volume.shape[index], dtype=torch.bool)
         counts = (volume > threshold).sum(dim=[d for d in range(3) if d != index])  # no float copy of the scan
         return counts >= self.min_fraction * (volume.numel() // volume.shape[index])
+
+
+class BodyMask(Transform):
+    """
+    Which voxels of a scan are body: those above the scan's foreground threshold (the ISODATA threshold of
+    :class:`SliceForeground`, so slice skipping and the mask agree on what is body), with the holes of each slice
+    along the slicing axis filled. Filling matters: tissue darker than the threshold inside the body (lungs in CT,
+    CSF and ventricles in FLAIR) is still body, and an anomaly there must stay visible; filling per slice rather
+    than in 3D also closes cavities that open through the top or bottom of the scan. Air around the body, the
+    padding of skull-stripped MRI and the background of the field of view are not body. A constant scan has no
+    body. Run it on the raw intensities, before an intensity preset.
+
+    Args:
+        axis: slicing axis whose slices are hole-filled, see :func:`resolve_axis` (default: axial).
+        threshold: a fixed intensity threshold instead of the ISODATA one.
+
+    Returns:
+        bool tensor of the scan's spatial shape.
+    """
+
+    def __init__(self, axis: str | int | None = None, threshold: float | None = None) -> None:
+        self.foreground = SliceForeground(axis, 0.0, threshold)
+        self.axis = axis
+
+    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+        index, _ = resolve_axis(_affine_of(img), self.axis)
+        volume = torch.as_tensor(img)[0]
+        threshold = self.foreground.threshold_of(volume)
+        if threshold is None:
+            return torch.zeros(volume.shape, dtype=torch.bool)
+        body = np.moveaxis((volume > threshold).cpu().numpy(), index, 0)
+        for k in range(body.shape[0]):  # a view: filling its slices fills the mask
+            body[k] = binary_fill_holes(body[k])
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(body, 0, index)))

@@ -1,0 +1,197 @@
+"""
+Overlapped scoring of many scans: while the network scores one scan, the next ones are read and planned by a
+reader thread and the previous one's outputs are written by a writer thread.
+
+The three stages are :func:`~anomalyclip_med.inference.scan.prepare_scan` (host: read, preset, foreground),
+:func:`~anomalyclip_med.inference.scan.compute_scan` (device: network and map post-processing, one copy back)
+and :func:`~anomalyclip_med.inference.scan.write_scan` (host: atomic writes). The network stays in the calling
+thread; reading and writing release the GIL in zlib/numpy/torch, so they run beside it. Queues are bounded, so
+at most ``prefetch`` scans wait ahead of the network and ``max_pending_writes`` behind it.
+
+Each case fails alone: an exception in any stage becomes that case's :class:`CaseOutcome` and the others go on.
+The writer finishes the file it is on before the pipeline closes, and every output is renamed into place only
+when whole (``atomic_path``), so a case's outputs stay whole or absent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from anomalyclip_med.inference.scan import (
+    PreparedScan,
+    ScanResult,
+    ScanScoringOptions,
+    ScoredScan,
+    check_destination,
+    compute_scan,
+    prepare_scan,
+    write_scan,
+)
+from anomalyclip_med.network.model import AnomalyCLIP
+
+__all__ = ["CaseOutcome", "StagedPipeline", "ScanPipeline", "DEFAULT_PREFETCH"]
+
+DEFAULT_PREFETCH = 2  # scans read ahead of the network: enough to hide one slow read, bounded in memory
+
+I = TypeVar("I")
+P = TypeVar("P")
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+@dataclass
+class CaseOutcome(Generic[I, R]):
+    """
+    How one item went through the pipeline.
+
+    Attributes:
+        index: the item's position in the input order.
+        item: the item.
+        result: what the write stage returned (``None`` when the case failed).
+        error: the exception that stopped the case (``None`` when it succeeded).
+        seconds: wall seconds spent in each stage that ran (``prepare``, ``compute``, ``write``).
+    """
+
+    index: int
+    item: I
+    result: R | None = None
+    error: BaseException | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Inline(Executor):
+    """Runs every task at once in the calling thread: the sequential pipeline."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - handed to the case's outcome
+            future.set_exception(err)
+        return future
+
+
+def _timed(seconds: dict[str, float], stage: str, fn: Callable, *args: Any) -> Any:
+    start = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        seconds[stage] = time.perf_counter() - start
+
+
+class StagedPipeline(Generic[I, P, C, R]):
+    """
+    ``write(item, prepare(item), compute(item, prepared))`` for each item, in three overlapped stages.
+
+    Args:
+        prepare: host-side work ahead of ``compute`` (a reader thread).
+        compute: the stage that holds the device (the calling thread).
+        write: host-side work after ``compute`` (a writer thread).
+        prefetch: items prepared ahead of ``compute``; 0 prepares in the calling thread.
+        background_write: write in a writer thread (else in the calling thread, after ``compute``).
+        max_pending_writes: computed items waiting for the writer before ``compute`` waits.
+    """
+
+    def __init__(
+        self,
+        prepare: Callable[[I], P],
+        compute: Callable[[I, P], C],
+        write: Callable[[I, P, C], R],
+        prefetch: int = DEFAULT_PREFETCH,
+        background_write: bool = True,
+        max_pending_writes: int = 1,
+    ) -> None:
+        if prefetch < 0 or max_pending_writes < 1:
+            raise ValueError(f"prefetch must be >= 0 and max_pending_writes >= 1, got {prefetch}, {max_pending_writes}.")
+        self.prepare, self.compute, self.write = prepare, compute, write
+        self.prefetch, self.background_write, self.max_pending_writes = prefetch, background_write, max_pending_writes
+
+    def run(self, items: Iterable[I]) -> Iterator[CaseOutcome[I, R]]:
+        """Yield one :class:`CaseOutcome` per item, in input order, as each item's write finishes."""
+        outcomes = [CaseOutcome(i, item) for i, item in enumerate(items)]
+        reader = ThreadPoolExecutor(1, thread_name_prefix="scan-reader") if self.prefetch else _Inline()
+        writer = ThreadPoolExecutor(1, thread_name_prefix="scan-writer") if self.background_write else _Inline()
+        reads: list[Future | None] = []
+        writes: deque[tuple[CaseOutcome, Future | None]] = deque()
+
+        def finished(outcome: CaseOutcome, write: Future | None) -> CaseOutcome:
+            if write is not None:
+                try:
+                    outcome.result = write.result()
+                except Exception as err:  # noqa: BLE001 - the case fails alone
+                    outcome.error = err
+            return outcome
+
+        try:
+            for outcome in outcomes:
+                while len(reads) < min(len(outcomes), outcome.index + 1 + self.prefetch):
+                    ahead = outcomes[len(reads)]
+                    reads.append(reader.submit(_timed, ahead.seconds, "prepare", self.prepare, ahead.item))
+                read, reads[outcome.index] = reads[outcome.index], None  # the scan's memory goes with its write
+                write = None
+                try:
+                    prepared = read.result()
+                    computed = _timed(outcome.seconds, "compute", self.compute, outcome.item, prepared)
+                    write = writer.submit(_timed, outcome.seconds, "write", self.write, outcome.item, prepared,
+                                          computed)
+                except Exception as err:  # noqa: BLE001 - the case fails alone
+                    outcome.error = err
+                writes.append((outcome, write))
+                # hand back finished cases in order; wait for the writer when it falls too far behind
+                while writes and (len(writes) > self.max_pending_writes or writes[0][1] is None
+                                  or writes[0][1].done()):
+                    yield finished(*writes.popleft())
+            while writes:
+                yield finished(*writes.popleft())
+        finally:
+            # an interrupted run: reads not started are dropped; the write under way finishes (whole outputs)
+            reader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
+
+
+class ScanPipeline:
+    """
+    Score many scans into their output folders with :class:`StagedPipeline`: reading and planning ahead,
+    the network and device-side post-processing in the calling thread, writing behind.
+
+    Args:
+        model: the network.
+        options: scoring options for every scan.
+        prefetch: scans read ahead (0: read in turn).
+        background_write: write outputs in a writer thread.
+    """
+
+    def __init__(
+        self, model: AnomalyCLIP, options: ScanScoringOptions, prefetch: int = DEFAULT_PREFETCH,
+        background_write: bool = True,
+    ) -> None:
+        self.model, self.options = model, options
+        self.stages: StagedPipeline[tuple[Path, Path], PreparedScan, ScoredScan, ScanResult] = StagedPipeline(
+            self._prepare, self._compute, self._write, prefetch, background_write
+        )
+
+    def _prepare(self, job: tuple[Path, Path]) -> PreparedScan:
+        m = self.model
+        check_destination(job[0], job[1], self.options)
+        return prepare_scan(job[0], job[1], self.options, m.config.image_size, m.mean, m.std,
+                            pin_memory=m.device.type == "cuda")
+
+    def _compute(self, job: tuple[Path, Path], prepared: PreparedScan) -> ScoredScan:
+        return compute_scan(self.model, prepared, self.options)
+
+    def _write(self, job: tuple[Path, Path], prepared: PreparedScan, scored: ScoredScan) -> ScanResult:
+        return write_scan(self.model, prepared, scored, self.options)
+
+    def run(self, jobs: Iterable[tuple[str | Path, str | Path]]) -> Iterator[CaseOutcome]:
+        """Score each ``(source, out_dir)``; one outcome per job, in order (``result``: a :class:`ScanResult`)."""
+        return self.stages.run((Path(s), Path(o)) for s, o in jobs)

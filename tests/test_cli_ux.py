@@ -1,0 +1,100 @@
+"""What a user sees of the command line and the bundle: the map only in the body, devices, quiet runs, fast start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anomalyclip_med.transforms.slicing import BodyMask
+from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data
+from scan_data import oblique_affine, save_nifti, synthetic_head_ct
+
+REPO = TESTS.parent
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56", "--no-progress"]
+BRATS_FLAIR = SHARED_DATA / "volumes" / "brats2018" / "case_0" / "FLAIR.nii.gz"
+
+
+def _cli(*args, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "anomalyclip_med", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _volume(path):
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_body_mask_fills_dark_tissue_inside_the_body_and_leaves_air_out():
+    # a CT-like slab: air around a soft-tissue disc holding a lung-dark hole, and a second disc reaching the edge
+    x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    disc = (x - 20) ** 2 + (y - 20) ** 2 <= 14**2
+    hole = (x - 20) ** 2 + (y - 20) ** 2 <= 5**2
+    plane = np.where(disc, 40.0, -1000.0)
+    plane[hole] = -850.0  # darker than the body/air threshold, yet inside the body
+    volume = np.repeat(plane[:, :, None], 6, axis=2).astype(np.float32)
+    volume[:, :, 0] = -1000.0  # an air-only slice
+    body = BodyMask()(torch.from_numpy(volume)[None]).numpy()
+    assert body.shape == volume.shape and body.dtype == bool
+    assert body[:, :, 1:][np.repeat(disc[:, :, None], 5, axis=2)].all()  # disc and its dark hole
+    assert not body[:, :, 1:][~np.repeat(disc[:, :, None], 5, axis=2)].any()  # the air around it
+    assert not body[:, :, 0].any()
+    assert not BodyMask()(torch.zeros(1, 8, 8, 4)).any()  # a constant scan has no body
+
+
+@needs_shared_data
+def test_score_maps_are_zero_outside_the_body_unless_asked(tmp_path):
+    """A synthetic head in air and a real BraTS FLAIR slab (air = 0 around the skull-stripped brain): by default no
+    voxel outside the body is labelled; ``--no-body-mask`` keeps the raw map, which lights up the air."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    head = synthetic_head_ct()
+    save_nifti(head, oblique_affine(), scans / "head.nii.gz")
+    flair = nib.load(BRATS_FLAIR)
+    nib.save(flair.slicer[:, :, 70:82], scans / "flair.nii.gz")  # 12 slices through the tumour
+    air = {"head": head < -500, "flair": np.asarray(flair.slicer[:, :, 70:82].dataobj) == 0}
+    runs = {}
+    for name, extra in (("masked", []), ("raw", ["--no-body-mask"])):
+        proc = _cli("score", scans, "--out", tmp_path / name, *TINY, "--threshold", "0.3", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = {case: (_volume(tmp_path / name / f"{case}_anomaly_map.nii.gz"),
+                             _volume(tmp_path / name / f"{case}_anomaly_seg.nii.gz").astype(bool),
+                             json.loads((tmp_path / name / f"{case}_scores.json").read_text()))
+                      for case in air}
+    for case, outside in air.items():
+        masked_map, masked_seg, report = runs["masked"][case]
+        raw_map, raw_seg, raw_report = runs["raw"][case]
+        assert report["slicing"]["body_mask"] is True and raw_report["slicing"]["body_mask"] is False
+        assert 0 < report["slicing"]["body_voxels"] < outside.size
+        assert masked_seg.sum() > 0 and raw_seg[outside].mean() > 0.2  # the raw map does label the air
+        # almost all of the air is outside the body: only dark voxels enclosed by the body (filled holes) remain
+        assert masked_seg[outside].sum() / masked_seg.sum() < 1e-3
+        assert (masked_map[outside] == 0).mean() > 0.99
+        inside = masked_map > 0
+        np.testing.assert_array_equal(masked_map[inside], raw_map[inside])  # the body's map is untouched
+        assert report["slice_scores"] == raw_report["slice_scores"]
+        _assert_montage_shows_the_body(tmp_path / "masked" / f"{case}_overlay.png", threshold=0.3)
+
+
+def _assert_montage_shows_the_body(png, threshold):
+    """The overlay: 6 tiles of 256 px with the air untinted (grey), the body tinted, and a colour bar at the right
+    running from red (1) at the top to blue at the bottom, the threshold marked by a white line."""
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert rgb.shape[0] == 512 and rgb.shape[1] > 3 * 256
+    tiles, bar = rgb[16:, : 3 * 256], rgb[:, 3 * 256 :]
+    grey = (tiles[..., 0] == tiles[..., 1]) & (tiles[..., 1] == tiles[..., 2])
+    assert grey.mean() > 0.4  # the air and padding show the scan itself (black), not the colour map's blue
+    assert (~grey).mean() > 0.05  # the body carries the map
+    strip = bar[:, 6:18]  # the colour strip of the bar
+    red_rows = np.flatnonzero((strip[..., 0] > 120).all(1) & (strip[..., 2] < 60).all(1))
+    blue_rows = np.flatnonzero((strip[..., 2] > 120).all(1) & (strip[..., 0] < 60).all(1))
+    assert red_rows.size and blue_rows.size and red_rows.max() < blue_rows.min()
+    white_rows = np.flatnonzero((strip == 255).all(axis=(1, 2)))
+    assert white_rows.size and abs(white_rows.mean() - (20 + (1 - threshold) * (512 - 32))) <= 2

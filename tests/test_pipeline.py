@@ -1,0 +1,120 @@
+"""The overlapped scan pipeline writes exactly what scoring the scans one by one writes, and a bad case fails alone."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from anomalyclip_med.inference.pipeline import ScanPipeline, StagedPipeline
+from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.slices import smooth_along_axis
+from conftest import tiny_model
+from scan_data import oblique_affine, save_nifti, synthetic_head_ct
+
+OPTIONS = ScanScoringOptions(progress=False, z_smooth=2.0, batch_size=4, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tiny_model()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scans")
+    paths = [save_nifti(synthetic_head_ct(seed=i), oblique_affine() if i % 2 else np.eye(4), folder / f"s{i}.nii.gz")
+             for i in range(3)]
+    broken = folder / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    return paths, broken
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_pipeline_writes_byte_identical_outputs_and_a_bad_case_fails_alone(model, scans, tmp_path):
+    paths, broken = scans
+    sequential = tmp_path / "sequential"
+    for p in paths:
+        score_scan(model, p, sequential, OPTIONS)
+
+    # a case whose read fails (prepare stage) and one whose map cannot be renamed into place (write stage)
+    piped = tmp_path / "piped"
+    blocked = expected_outputs(paths[1], piped)["map"]
+    blocked.mkdir(parents=True)
+    jobs = [(paths[0], piped), (broken, piped), (paths[1], piped), (paths[2], piped)]
+    outcomes = list(ScanPipeline(model, OPTIONS, prefetch=2, background_write=True).run(jobs))
+
+    assert [o.index for o in outcomes] == [0, 1, 2, 3]
+    assert [o.ok for o in outcomes] == [True, False, False, True]
+    assert "broken.nii.gz" in str(outcomes[1].error)
+    assert isinstance(outcomes[2].error, OSError)
+    assert not expected_outputs(paths[1], piped)["scores"].exists()  # the unfinished case is not marked done
+    assert not list(piped.glob(".*tmp*"))  # no temporaries left behind
+    got, want = _files(piped), _files(sequential)
+    for p in (paths[0], paths[2]):
+        for out in expected_outputs(p, piped).values():
+            assert got[out.name] == want[out.name], out.name
+    assert set(outcomes[0].seconds) == {"prepare", "compute", "write"}
+    assert outcomes[0].result.scan_score == score_scan(model, paths[0], tmp_path / "again", OPTIONS).scan_score
+
+
+def test_stages_overlap_and_stay_bounded():
+    # item k+1 is prepared while item k is computed, and item k is written while item k+1 is computed: each stage
+    # waits for the other to have started, which only overlapped stages can satisfy
+    n, events, lock = 4, [], threading.Lock()
+    prepared, computing = ({i: threading.Event() for i in range(n)} for _ in range(2))
+
+    def log(event):
+        with lock:
+            events.append(event)
+
+    def prepare(i):
+        log(("prepare", i))
+        prepared[i].set()
+        return i
+
+    def compute(i, item):
+        computing[i].set()
+        log(("compute", i))
+        assert i == n - 1 or prepared[i + 1].wait(10), "the next item was not prepared during this compute"
+        return item * 10
+
+    def write(i, item, computed):
+        assert i == n - 1 or computing[i + 1].wait(10), "the next compute did not start during this write"
+        log(("write", i))
+        return computed + 1
+
+    outcomes = list(StagedPipeline(prepare, compute, write, prefetch=1).run(range(n)))
+    assert [o.error for o in outcomes] == [None] * n
+    assert [o.result for o in outcomes] == [1, 11, 21, 31]
+    for k, event in enumerate(events):  # never more than prefetch (1) items prepared beyond the one computing
+        if event[0] == "prepare":
+            assert event[1] <= sum(1 for e in events[:k] if e[0] == "compute") + 1
+
+
+def test_sequential_pipeline_runs_in_the_calling_thread():
+    threads = set()
+
+    def stage(*args):
+        threads.add(threading.current_thread())
+        return args[0]
+
+    outcomes = list(StagedPipeline(stage, stage, stage, prefetch=0, background_write=False).run(["a", "b"]))
+    assert [o.result for o in outcomes] == ["a", "b"] and threads == {threading.current_thread()}
+
+
+def test_device_z_smoothing_equals_scipy():
+    volume = torch.rand(9, 7, 12, generator=torch.Generator().manual_seed(0))
+    for axis, sigma in ((2, 1.3), (0, 0.7), (1, 4.0)):
+        want = gaussian_filter1d(volume.numpy(), sigma, axis=axis, mode="nearest")
+        got = smooth_along_axis(volume, sigma, axis).numpy()
+        assert np.abs(got - want).max() < 1e-6
