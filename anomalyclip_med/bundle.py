@@ -1,27 +1,37 @@
 """
-Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, and the package's commands.
+Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, evaluation and training.
 
-Bundle configs call these so that nothing is implemented twice: inference runs the package's transforms,
-inferer and writers; evaluation and training run the very code of ``anomalyclip-med evaluate`` / ``train``.
-User errors end the run at once with one ``error: ...`` line (``SystemExit``) instead of a traceback from
-inside the config parser.
+Each is a thin face over the package's typed core (:func:`anomalyclip_med.network.create_model`,
+:func:`anomalyclip_med.evaluation.evaluate`, :func:`anomalyclip_med.training.train_on_dataset`), the same functions
+the command line calls: config keys are the option dataclasses' field names. User errors end the run at once with
+one ``error: ...`` line (``SystemExit``) instead of a traceback from inside the config parser.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, TypeVar
 
-from anomalyclip_med.cli.options import model_from_args
-from anomalyclip_med.errors import AnomalyCLIPMedError
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
+from anomalyclip_med.evaluation.run import BenchmarkOptions, CohortOptions
+from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
+from anomalyclip_med.inference.options import ScoringOptions
 from anomalyclip_med.inference.batch import ScanBatchRunner
 from anomalyclip_med.io.cases import ScanCase, datalist_cases
+from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.training.loop import TrainResult, TrainSettings
+from anomalyclip_med.training.run import TrainData, train_on_dataset
 
-__all__ = ["default_prompts", "scan_cases", "resume_mode", "preflight", "run_batch", "build_model", "run_command"]
+__all__ = ["default_prompts", "scan_cases", "resume_mode", "preflight", "run_batch", "build_model", "evaluate", "train",
+           "as_bool"]
+
+T = TypeVar("T")
+_FIX = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
 
 
 def default_prompts(bundle_root: str | os.PathLike) -> str | None:
@@ -30,9 +40,11 @@ def default_prompts(bundle_root: str | os.PathLike) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _bool(value: Any) -> bool:
-    """A boolean override: lower-case text from the command line (``true``/``false``) or a JSON boolean."""
-    return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
+def _user_errors(call: Callable[[], T], hint: str = "") -> T:
+    try:
+        return call()
+    except AnomalyCLIPMedError as err:
+        raise SystemExit(f"error: {err}" + (f"\n{hint}" if hint else "")) from None
 
 
 def scan_cases(
@@ -43,95 +55,113 @@ def scan_cases(
     scans (walked, sub-folders too), a DICOM series folder, or a MONAI datalist JSON (its ``key`` list of
     ``{"image": ...}``, paths relative to the JSON's folder). Outputs mirror them below ``output_dir``.
     """
-    try:
-        return datalist_cases(dataset_dir, case_name, key, output_dir)
-    except AnomalyCLIPMedError as err:
-        _exit(err)
+    return _refused(lambda: datalist_cases(dataset_dir, case_name, key, output_dir))
 
 
 def resume_mode(resume: Any = False, overwrite: Any = False) -> str:
-    """The runner's resume mode from the bundle's ``continue`` and ``overwrite`` overrides."""
-    return "overwrite" if _bool(overwrite) else "continue" if _bool(resume) else "refuse"
+    """The batch runner's resume mode from the bundle's ``continue`` and ``overwrite`` overrides."""
+    return _refused(lambda: "overwrite" if as_bool(overwrite) else "continue" if as_bool(resume) else "refuse")
 
 
 def preflight(runner: ScanBatchRunner) -> None:
     """The runner's checks (:meth:`ScanBatchRunner.preflight`), run before the network is built."""
-    try:
-        runner.preflight()
-    except AnomalyCLIPMedError as err:
-        _exit(err)
+    _refused(runner.preflight)
 
 
-def run_batch(runner: ScanBatchRunner, network: AnomalyCLIP) -> int:
+def run_batch(runner: ScanBatchRunner, network: Any) -> int:
     """
-    Run the batch; a case that fails is reported and the others go on.
+    Run the batch (:meth:`ScanBatchRunner.run`): a case that fails is reported on one ``error:`` line and the
+    others go on.
 
     Raises:
-        SystemExit: status 2 when any case failed (or the run was refused), as ``anomalyclip-med score``.
+        SystemExit: status 2 when any case failed or the run was refused, as ``anomalyclip-med score``.
     """
-    try:
-        summary = runner.run(network)
-    except AnomalyCLIPMedError as err:
-        _exit(err)
+    model = getattr(network, "anomalyclip", network)  # a bundle network module wraps the plain AnomalyCLIP
+    summary = _refused(lambda: runner.run(model))
     if summary.exit_status:
         raise SystemExit(summary.exit_status)
     return 0
 
 
-def _exit(err: AnomalyCLIPMedError) -> NoReturn:
-    print(f"error: {err}", file=sys.stderr)
-    raise SystemExit(2) from None
-
-
-def build_model(
-    backbone: str | None = None,
-    backbone_weights: str | None = "openai",
-    prompts: str | None = None,
-    image_size: int | None = None,
-    device: str = "auto",
-    precision: str = "fp32",
-    compile_network: bool = False,
-) -> AnomalyCLIP:
-    """The model exactly as the CLI builds it (``model_from_args``: ``"none"`` weights = random, ``"auto"``
-    device, seed 0 before a random backbone is drawn; ``compile_network`` is ``--compile``)."""
-    args = argparse.Namespace(backbone=backbone or None, backbone_weights=backbone_weights, prompts=prompts or None,
-                              image_size=image_size, device=device, precision=precision, compile=compile_network)
+def _refused(call: Callable[[], T]) -> T:
+    """``call()``, a user error ending the run with one ``error:`` line and status 2 (as the command line)."""
     try:
-        model = model_from_args(args)
+        return call()
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}\n(bundle overrides: --backbone_weights PATH, --prompts PATH)") from None
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def as_bool(value: Any) -> bool:
+    """A config or command-line boolean: ``true``/``false`` in any case (text from the command line) or a bool."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, bool):
+        return value
+    raise InputError(f"Expected a boolean (true or false), got {value!r}.")
+
+
+def _options(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls`` from the entries of ``values`` named like its fields (booleans given as text are parsed)."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in values:
+            value = values[f.name]
+            kwargs[f.name] = as_bool(value) if f.type in ("bool", bool) else value
+    return cls(**kwargs)
+
+
+def _check_known(values: dict[str, Any], *classes: type) -> None:
+    known = {f.name for cls in classes for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"Unknown option(s) {unknown}; known: {sorted(known)}.")
+
+
+def build_model(**options: Any) -> AnomalyCLIP:
+    """The model as every face builds it: keyword options are :class:`ModelOptions` fields (``backbone``,
+    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
+    ``seed``)."""
+
+    def build() -> AnomalyCLIP:
+        _check_known(options, ModelOptions)
+        return create_model(_options(ModelOptions, options))
+
+    model = _user_errors(build, _FIX)
     if model.untrained_warning:
         print(model.untrained_warning)
-    return model.eval()
+    return model
 
 
-def _flag(name: str, value: Any) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        value = value.lower() == "true"  # lower-case booleans from the command line arrive as text
-    if value is None or value is False:
-        return []
-    if value is True:
-        return [flag]
-    if isinstance(value, (list, tuple)):
-        return [flag, *map(str, value)]
-    return [flag, str(value)]
-
-
-def run_command(command: str, *positional: Any, **options: Any) -> int:
+def evaluate(dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     """
-    Run ``anomalyclip-med COMMAND`` in this process with keyword options turned into flags
-    (``batch_size=8`` -> ``--batch-size 8``; ``True`` -> bare flag; ``None``/``False`` -> omitted).
-
-    Raises:
-        SystemExit: with the command's status when it fails.
+    :func:`anomalyclip_med.evaluation.evaluate`: keyword options are fields of :class:`ModelOptions`,
+    :class:`ScoringOptions`, :class:`CohortOptions` and :class:`BenchmarkOptions` (``batch_size`` goes to the
+    last two: slices for a manifest, images for a benchmark).
     """
-    from anomalyclip_med.cli.main import main
 
-    argv = [command, *map(str, positional)]
-    for name, value in options.items():
-        argv += _flag(name, value)
-    status = main(argv)
-    if status:
-        raise SystemExit(status)
-    return status
+    def run() -> dict[str, Any]:
+        _check_known(options, ModelOptions, ScoringOptions, CohortOptions, BenchmarkOptions)
+        return evaluate_dataset(
+            dataset, root, out_dir, _options(ModelOptions, options), benchmark=_options(BenchmarkOptions, options),
+            cohort=_options(CohortOptions, options), scoring=_options(ScoringOptions, options),
+        )
+
+    return _user_errors(run, _FIX)
+
+
+def train(
+    dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, split: str = TrainData.split,
+    resume: bool | str = False, **options: Any,
+) -> TrainResult | None:
+    """
+    :func:`anomalyclip_med.training.train_on_dataset` on the layout ``dataset`` under ``root``: keyword options
+    are fields of :class:`TrainSettings` and :class:`ModelOptions` (``seed`` is the training's).
+    """
+
+    def run() -> TrainResult | None:
+        _check_known(options, ModelOptions, TrainSettings)
+        return train_on_dataset(TrainData(root, dataset, split), out_dir, _options(TrainSettings, options),
+                                _options(ModelOptions, options), resume=as_bool(resume))
+
+    return _user_errors(run, _FIX)

@@ -220,10 +220,20 @@ def test_multi_process_training_with_torchrun(tmp_path):
                                 prompts=out / "epoch_2.pth")
 
 
-def test_command_line_override_text_becomes_flags():
-    from anomalyclip_med.bundle import _flag
+def test_override_booleans_and_option_names_are_parsed_one_way():
+    from anomalyclip_med.bundle import as_bool, build_model
+    from anomalyclip_med.errors import InputError
 
-    assert _flag("resume", "true") == ["--resume"] and _flag("resume", "False") == []
-    assert _flag("batch_size", 8) == ["--batch-size", "8"] and _flag("prompts", None) == []
-    assert _flag("backbone_weights", "none") == ["--backbone-weights", "none"]  # "none" means random weights
-    assert _flag("axis", ["a", 1]) == ["--axis", "a", "1"]
+    assert as_bool("true") is True and as_bool("False") is False and as_bool(True) is True
+    try:
+        as_bool("yes")
+    except InputError as err:
+        assert "'yes'" in str(err)
+    else:
+        raise AssertionError("'yes' was taken as a boolean")
+    try:  # an unknown option ends the run with one error line naming it
+        build_model(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_sise=56)
+    except SystemExit as err:
+        assert str(err).startswith("error:") and "image_sise" in str(err)
+    else:
+        raise AssertionError("an unknown model option was accepted")

@@ -16,13 +16,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from anomalyclip_med.inference.scan import ScanScoringOptions, score_scan
+from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import score_scan
 from conftest import SHARED_DATA, tiny_model
 from scan_data import LPS, assert_same_geometry, oblique_affine, synthetic_head_ct, write_dicom_series
 
 hd = pytest.importorskip("highdicom", reason="highdicom not installed (pip install 'anomalyclip_med[dicom-seg]')")
 
-QUIET = {"progress": False}
+QUIET = OutputOptions(progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +56,11 @@ def scored_series(request, model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dicom")
     folder = tmp / "series"
     write_dicom_series(volume, affine, folder, modality=modality)
-    first = score_scan(model, folder, tmp / "out", ScanScoringOptions(**QUIET))
+    first = score_scan(model, folder, tmp / "out", ScoringOptions(), output=QUIET)
     amap = np.asarray(nib.load(first.map_path).dataobj)
     threshold = float(np.median(amap[amap > 0]))
-    result = score_scan(model, folder, tmp / "out", ScanScoringOptions(threshold=threshold, dicom_seg=True,
-                                                                       overwrite=True, **QUIET))
+    result = score_scan(model, folder, tmp / "out", ScoringOptions(threshold=threshold),
+                        output=OutputOptions(dicom_seg=True, overwrite=True, progress=False))
     return volume, affine, folder, result, tmp
 
 

@@ -10,12 +10,14 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from anomalyclip_med.inference.pipeline import ScanPipeline, StagedPipeline
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import expected_outputs, score_scan
 from anomalyclip_med.inference.slices import smooth_along_axis
 from conftest import tiny_model
 from scan_data import oblique_affine, save_nifti, synthetic_head_ct
 
-OPTIONS = ScanScoringOptions(progress=False, z_smooth=2.0, batch_size=4, overwrite=True)
+SCORING = ScoringOptions(z_smooth=2.0, batch_size=4)
+OUTPUT = OutputOptions(progress=False, overwrite=True)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +46,14 @@ def test_pipeline_writes_byte_identical_outputs_and_a_bad_case_fails_alone(model
     paths, broken = scans
     sequential = tmp_path / "sequential"
     for p in paths:
-        score_scan(model, p, sequential, OPTIONS)
+        score_scan(model, p, sequential, SCORING, output=OUTPUT)
 
     # a case whose read fails (prepare stage) and one whose map cannot be renamed into place (write stage)
     piped = tmp_path / "piped"
     blocked = expected_outputs(paths[1], piped)["map"]
     blocked.mkdir(parents=True)
     jobs = [(paths[0], piped), (broken, piped), (paths[1], piped), (paths[2], piped)]
-    outcomes = list(ScanPipeline(model, OPTIONS, prefetch=2, background_write=True).run(jobs))
+    outcomes = list(ScanPipeline(model, SCORING, output=OUTPUT, prefetch=2, background_write=True).run(jobs))
 
     assert [o.index for o in outcomes] == [0, 1, 2, 3]
     assert [o.ok for o in outcomes] == [True, False, False, True]
@@ -64,7 +66,8 @@ def test_pipeline_writes_byte_identical_outputs_and_a_bad_case_fails_alone(model
         for out in expected_outputs(p, piped).values():
             assert got[out.name] == want[out.name], out.name
     assert set(outcomes[0].seconds) == {"prepare", "compute", "write"}
-    assert outcomes[0].result.scan_score == score_scan(model, paths[0], tmp_path / "again", OPTIONS).scan_score
+    assert outcomes[0].result.scan_score == score_scan(model, paths[0], tmp_path / "again", SCORING,
+                                                           output=OUTPUT).scan_score
 
 
 def test_stages_overlap_and_stay_bounded():

@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 
 from anomalyclip_med.errors import InputError, OutputExistsError
-from anomalyclip_med.inference.scan import ScanScoringOptions, expected_outputs, score_scan
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import expected_outputs, score_scan
 from conftest import SHARED_DATA, needs_shared_data, tiny_model
 from scan_data import assert_same_geometry, oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 
-QUIET = {"progress": False}
+QUIET = OutputOptions(progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_oblique_ct_end_to_end(model, tmp_path):
     vol, affine = synthetic_head_ct(), oblique_affine()
     src = save_nifti(vol, affine, tmp_path / "head.nii.gz")
     before = _digest(src)
-    result = score_scan(model, src, tmp_path / "out", ScanScoringOptions(threshold=0.45, **QUIET))
+    result = score_scan(model, src, tmp_path / "out", ScoringOptions(threshold=0.45), output=QUIET)
 
     outputs = expected_outputs(src, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in outputs.values())
@@ -77,7 +78,7 @@ def test_oblique_ct_end_to_end(model, tmp_path):
 
 def test_all_zero_volume_runs_and_scores_zero(model, tmp_path):
     src = save_nifti(np.zeros((32, 32, 10), dtype=np.float32), np.eye(4), tmp_path / "blank.nii.gz")
-    result = score_scan(model, src, tmp_path / "out", ScanScoringOptions(**QUIET))
+    result = score_scan(model, src, tmp_path / "out", ScoringOptions(), output=QUIET)
     assert result.scan_score == 0.0 and result.slice_scores == [0.0] * 10 and result.scored_slices == 0
     assert not np.asarray(nib.load(result.map_path).dataobj).any()
     assert not np.asarray(nib.load(result.seg_path).dataobj).any()
@@ -86,31 +87,32 @@ def test_all_zero_volume_runs_and_scores_zero(model, tmp_path):
 def test_options_axis_smoothing_and_aggregation(model, tmp_path):
     src = save_nifti(synthetic_head_ct(), np.eye(4), tmp_path / "head.nii.gz")
     # the raw map (no body mask), whose slice-to-slice changes are the network's, not the body outline's
-    plain = score_scan(model, src, tmp_path / "plain", ScanScoringOptions(body_mask=False, **QUIET))
-    smooth = score_scan(model, src, tmp_path / "smooth", ScanScoringOptions(z_smooth=3.0, aggregation="max",
-                                                                            body_mask=False, **QUIET))
+    plain = score_scan(model, src, tmp_path / "plain", ScoringOptions(body_mask=False), output=QUIET)
+    smooth = score_scan(model, src, tmp_path / "smooth", ScoringOptions(z_smooth=3.0, aggregation="max",
+                                                                        body_mask=False), output=QUIET)
     m0, m1 = (np.asarray(nib.load(r.map_path).dataobj) for r in (plain, smooth))
     inner = slice(5, -5)
     assert np.abs(np.diff(m1[:, :, inner], axis=2)).mean() < 0.5 * np.abs(np.diff(m0[:, :, inner], axis=2)).mean()
     assert np.all(m1[:, :, :4] == 0) and np.all(m1[:, :, 5:-5] > 0)  # skipped slices stay 0 after smoothing
     assert smooth.slice_scores == plain.slice_scores  # smoothing touches the map only
     assert smooth.scan_score == max(plain.slice_scores)
-    sagittal = score_scan(model, src, tmp_path / "sag", ScanScoringOptions(axis="sagittal", **QUIET))
+    sagittal = score_scan(model, src, tmp_path / "sag", ScoringOptions(axis="sagittal"), output=QUIET)
     assert len(sagittal.slice_scores) == 48
     assert json.loads(sagittal.scores_path.read_text())["slicing"]["plane"] == "sagittal"
-    everything = score_scan(model, src, tmp_path / "all", ScanScoringOptions(skip_empty=False, **QUIET))
+    everything = score_scan(model, src, tmp_path / "all", ScoringOptions(skip_empty=False), output=QUIET)
     assert everything.scored_slices == 24 and all(v > 0 for v in everything.slice_scores)
 
 
 def test_existing_outputs_are_refused_unless_overwrite(model, tmp_path):
     src = save_nifti(synthetic_head_ct(), np.eye(4), tmp_path / "head.nii.gz")
     out = tmp_path / "out"
-    first = score_scan(model, src, out, ScanScoringOptions(**QUIET))
+    first = score_scan(model, src, out, ScoringOptions(), output=QUIET)
     digests = {p: _digest(p) for p in out.iterdir()}
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        score_scan(model, src, out, ScanScoringOptions(threshold=0.1, **QUIET))
+        score_scan(model, src, out, ScoringOptions(threshold=0.1), output=QUIET)
     assert {p: _digest(p) for p in out.iterdir()} == digests
-    again = score_scan(model, src, out, ScanScoringOptions(threshold=0.1, overwrite=True, **QUIET))
+    again = score_scan(model, src, out, ScoringOptions(threshold=0.1),
+                       output=OutputOptions(overwrite=True, progress=False))
     assert json.loads(again.scores_path.read_text())["threshold"] == 0.1
     assert sorted(out.iterdir()) == sorted(digests)  # replaced, no temporary files left
     assert first.map_path == again.map_path
@@ -204,7 +206,7 @@ def test_bad_inputs_get_a_clear_error_and_leave_nothing(model, tmp_path, name):
     src = make(tmp_path)
     out = tmp_path / "out"
     with pytest.raises(InputError, match=message):
-        score_scan(model, src, out, ScanScoringOptions(**QUIET))
+        score_scan(model, src, out, ScoringOptions(), output=QUIET)
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -214,25 +216,33 @@ def test_unwritable_output_folder_is_refused_before_any_work(model, tmp_path):
     a_file.write_text("x")
     for out in (a_file / "out", _unwritable(tmp_path)):
         with pytest.raises(InputError, match="not writable"):
-            score_scan(model, src, out, ScanScoringOptions(**QUIET))
+            score_scan(model, src, out, ScoringOptions(), output=QUIET)
     dicom, _ = _series(tmp_path)
     with pytest.raises(InputError, match="input DICOM folder"):
-        score_scan(model, dicom, dicom, ScanScoringOptions(**QUIET))
+        score_scan(model, dicom, dicom, ScoringOptions(), output=QUIET)
 
 
-def test_bad_options_are_refused(model, tmp_path):
-    src = save_nifti(synthetic_head_ct(shape=(16, 16, 6)), np.eye(4), tmp_path / "head.nii.gz")
-    for bad in ({"threshold": 1.5}, {"batch_size": 0}, {"preset": "spleen"}, {"axis": "oblique"},
-                {"aggregation": "median"}, {"window_width": -10.0}, {"z_smooth": -1.0}):
-        with pytest.raises(InputError, match="Invalid scoring option"):
-            score_scan(model, src, tmp_path / "out", ScanScoringOptions(**bad, **QUIET))
+def test_bad_options_are_refused_naming_the_option(model, tmp_path):
+    """Each options class checks its values when made: one InputError naming the option, before any work."""
+    bad_scoring = {"threshold": 1.5, "batch_size": 0, "preset": "spleen", "axis": "oblique", "aggregation": "median",
+                   "window_width": -10.0, "z_smooth": -1.0, "topk": 0, "min_foreground": 2.0,
+                   "percentiles": (99.0, 1.0)}
+    for name, value in bad_scoring.items():
+        with pytest.raises(InputError, match=rf"Invalid scoring option {name}="):
+            ScoringOptions(**{name: value})
+    with pytest.raises(InputError, match="Invalid scoring option preset='mri'"):
+        ScoringOptions(preset="mri", window_level=40.0)
+    with pytest.raises(InputError, match="Invalid loading option volume_index=-1"):
+        LoadingOptions(volume_index=-1)
+    with pytest.raises(InputError, match="Invalid output option montage_slices=0"):
+        OutputOptions(montage_slices=0)
     assert not (tmp_path / "out").exists()
 
 
 @needs_shared_data
 def test_real_brats_flair(model, tmp_path):
     src = SHARED_DATA / "volumes" / "brats2018" / "case_0" / "FLAIR.nii.gz"
-    result = score_scan(model, src, tmp_path, ScanScoringOptions(batch_size=16, **QUIET))
+    result = score_scan(model, src, tmp_path, ScoringOptions(batch_size=16), output=QUIET)
     for out in (result.map_path, result.seg_path):
         assert_same_geometry(out, src)
     flair = np.asarray(nib.load(src).dataobj)
@@ -247,7 +257,7 @@ def test_real_brats_flair(model, tmp_path):
 @needs_shared_data
 def test_real_anisotropic_nrrd(model, tmp_path):
     src = SHARED_DATA / "volumes" / "pyradiomics" / "brain1_image.nrrd"
-    result = score_scan(model, src, tmp_path, ScanScoringOptions(**QUIET))
+    result = score_scan(model, src, tmp_path, ScoringOptions(), output=QUIET)
     for out in (result.map_path, result.seg_path):
         assert_same_geometry(out, src)
     assert nib.load(result.map_path).header.get_zooms() == pytest.approx((0.78125, 0.78125, 6.5))
@@ -258,7 +268,7 @@ def test_outputs_are_readable_by_others(model, tmp_path):
     src = save_nifti(synthetic_head_ct(shape=(16, 16, 10)), np.eye(4), tmp_path / "head.nii.gz")
     mask = os.umask(0o022)
     try:
-        result = score_scan(model, src, tmp_path / "out", ScanScoringOptions(**QUIET))
+        result = score_scan(model, src, tmp_path / "out", ScoringOptions(), output=QUIET)
     finally:
         os.umask(mask)
     assert all((p.stat().st_mode & 0o777) == 0o644 for p in (result.map_path, result.seg_path, result.scores_path))
@@ -267,6 +277,6 @@ def test_outputs_are_readable_by_others(model, tmp_path):
 def test_a_copy_of_a_series_folder_scores_like_the_original(model, tmp_path):
     folder, _ = _series(tmp_path)
     copy = shutil.copytree(folder, tmp_path / "copy")
-    a = score_scan(model, folder, tmp_path / "a", ScanScoringOptions(**QUIET))
-    b = score_scan(model, copy, tmp_path / "b", ScanScoringOptions(**QUIET))
+    a = score_scan(model, folder, tmp_path / "a", ScoringOptions(), output=QUIET)
+    b = score_scan(model, copy, tmp_path / "b", ScoringOptions(), output=QUIET)
     assert a.slice_scores == b.slice_scores and a.preset == b.preset == "brain"  # CT, BodyPartExamined HEAD

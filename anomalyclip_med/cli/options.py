@@ -1,64 +1,57 @@
-"""Command-line options shared by every command that builds a model."""
+"""
+Command-line options shared by several commands. Every default is read from the option dataclasses
+(:class:`ModelOptions`, :class:`ScoringOptions`, ...), so the command line, the bundle and the API agree.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-import torch
+from anomalyclip_med.inference.options import AGGREGATIONS, BatchOptions, ScoringOptions
+from anomalyclip_med.io.cases import CASE_NAMING
+from anomalyclip_med.network.factory import ModelOptions
+from anomalyclip_med.network.model import PRECISIONS
+from anomalyclip_med.transforms.intensity import PRESETS
 
-from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS
-from anomalyclip_med.network.model import PRECISIONS, AnomalyCLIP
-
-__all__ = ["add_model_options", "model_from_args", "resolve_device", "add_scan_options", "scan_options_from_args",
-           "add_batch_options", "resume_mode"]
-
-_RANDOM = ("none", "random")
+__all__ = ["add_model_options", "model_options_from_args", "add_scan_options", "scoring_options_from_args",
+           "add_batch_options", "batch_options_from_args"]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`ModelOptions` (``--seed`` is a command's own flag where it has one)."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--backbone",
-        default=None,
+        default=ModelOptions.backbone,
         help="open_clip model name (e.g. ViT-L-14-336) or open_clip model config JSON; default: read from an "
         "OpenAI-format weights file, else ViT-L-14-336",
     )
     g.add_argument(
         "--backbone-weights",
-        default=DEFAULT_WEIGHTS,
-        help=f"open_clip pretrained tag (default '{DEFAULT_WEIGHTS}', downloaded by open_clip), a weights file "
-        "(OpenAI .pt TorchScript or state dict, open_clip checkpoint), or 'none' for RANDOM weights (tests only)",
+        default=ModelOptions.backbone_weights,
+        help=f"open_clip pretrained tag (default '{ModelOptions.backbone_weights}', downloaded by open_clip), a "
+        "weights file (OpenAI .pt TorchScript or state dict, open_clip checkpoint), or 'none' for RANDOM weights "
+        "(tests only)",
     )
-    g.add_argument("--prompts", default=None, help="prompt checkpoint (authors' or anomalyclip_med format); "
-                   "default: freshly initialised UNTRAINED prompts")
-    g.add_argument("--image-size", type=int, default=None, help="network input size, a multiple of the patch "
-                   "size (default 518)")
-    g.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
-    g.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="image tower precision")
-    g.add_argument("--compile", action="store_true",
+    g.add_argument("--prompts", default=ModelOptions.prompts, help="prompt checkpoint (authors' or anomalyclip_med "
+                   "format); default: freshly initialised UNTRAINED prompts")
+    g.add_argument("--image-size", type=int, default=ModelOptions.image_size, help="network input size, a multiple "
+                   "of the patch size (default 518)")
+    g.add_argument("--device", default=ModelOptions.device,
+                   help="torch device: auto (cuda if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--precision", default=ModelOptions.precision, choices=sorted(PRECISIONS),
+                   help="image tower precision")
+    g.add_argument("--compile", dest="compile_network", action="store_true", default=ModelOptions.compile_network,
                    help="torch.compile the image tower: faster batches after a compilation of minutes per input "
                    "shape (pays on long GPU runs; see docs/performance.md)")
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def model_from_args(args: argparse.Namespace) -> AnomalyCLIP:
-    """Build the model; the torch seed (``args.seed`` where a command has one, else 0) is set first, so a random
-    test backbone is the same in every command and every ``torchrun`` process."""
-    weights = None if str(args.backbone_weights).lower() in _RANDOM else args.backbone_weights
-    torch.manual_seed(getattr(args, "seed", 0))
-    return AnomalyCLIP.from_pretrained(
-        backbone=args.backbone,
-        backbone_weights=weights,
-        prompts=args.prompts,
-        image_size=args.image_size,
-        device=resolve_device(args.device),
-        precision=args.precision,
-        compile_network=getattr(args, "compile", False),
+def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
+    """:class:`ModelOptions` from :func:`add_model_options`'s flags (and the command's ``--seed``, if any)."""
+    return ModelOptions(
+        backbone=args.backbone, backbone_weights=args.backbone_weights, prompts=args.prompts,
+        image_size=args.image_size, device=args.device, precision=args.precision,
+        compile_network=args.compile_network, seed=getattr(args, "seed", ModelOptions.seed),
     )
 
 
@@ -67,55 +60,54 @@ def _axis(value: str) -> str | int:
 
 
 def add_scan_options(g: argparse._ActionsContainer) -> None:
-    """How scans are scored (``score`` and ``evaluate --dataset manifest``); see ``ScanScoringOptions``."""
-    from anomalyclip_med.inference.scan import AGGREGATIONS
-    from anomalyclip_med.transforms.intensity import PRESETS
-
-    g.add_argument("--preset", default="auto", choices=PRESETS,
-                   help="intensity preset: CT window, 'mri' percentile normalisation, or 'auto' (default)")
-    g.add_argument("--window-level", type=float, default=None, help="CT window level in HU (replaces the preset's)")
-    g.add_argument("--window-width", type=float, default=None, help="CT window width in HU (replaces the preset's)")
-    g.add_argument("--axis", type=_axis, default=None,
+    """How scans are scored (``score`` and ``evaluate --dataset manifest``): the flags of :class:`ScoringOptions`
+    (``--batch-size`` is each command's own)."""
+    d = ScoringOptions
+    g.add_argument("--preset", default=d.preset, choices=PRESETS,
+                   help=f"intensity preset: CT window, 'mri' percentile normalisation, or 'auto' (default {d.preset})")
+    g.add_argument("--window-level", type=float, default=d.window_level,
+                   help="CT window level in HU (replaces the preset's)")
+    g.add_argument("--window-width", type=float, default=d.window_width,
+                   help="CT window width in HU (replaces the preset's)")
+    g.add_argument("--axis", type=_axis, default=d.axis,
                    help="slicing axis: axial (default, whatever the scan's orientation), coronal, sagittal, or an "
                    "array axis 0/1/2")
-    g.add_argument("--threshold", type=float, default=0.5, help="labelmap threshold on the 0..1 map (default 0.5)")
-    g.add_argument("--z-smooth", type=float, default=0.0, metavar="MM",
-                   help="Gaussian smoothing of the map across slices, sigma in mm (default 0: off)")
-    g.add_argument("--aggregation", default="topk_mean", choices=AGGREGATIONS,
-                   help="scan score from slice scores (default topk_mean)")
-    g.add_argument("--topk", type=int, default=5, help="slices averaged by topk_mean (default 5)")
-    g.add_argument("--keep-empty", action="store_true",
+    g.add_argument("--threshold", type=float, default=d.threshold,
+                   help=f"labelmap threshold on the 0..1 map (default {d.threshold})")
+    g.add_argument("--z-smooth", type=float, default=d.z_smooth, metavar="MM",
+                   help=f"Gaussian smoothing of the map across slices, sigma in mm (default {d.z_smooth:g}: off)")
+    g.add_argument("--aggregation", default=d.aggregation, choices=AGGREGATIONS,
+                   help=f"scan score from slice scores (default {d.aggregation})")
+    g.add_argument("--topk", type=int, default=d.topk, help=f"slices averaged by topk_mean (default {d.topk})")
+    g.add_argument("--keep-empty", dest="skip_empty", action="store_false", default=d.skip_empty,
                    help="score every slice, also those without body (default: skip them, score 0)")
-    g.add_argument("--no-body-mask", action="store_true",
+    g.add_argument("--no-body-mask", dest="body_mask", action="store_false", default=d.body_mask,
                    help="keep the raw map outside the body (default: the map is 0 in air, padding and background)")
 
 
-def scan_options_from_args(args: argparse.Namespace, **extra):
-    """``ScanScoringOptions`` from :func:`add_scan_options`'s flags, ``--batch-size``, and ``extra`` fields."""
-    from anomalyclip_med.inference.scan import ScanScoringOptions
-
-    return ScanScoringOptions(
+def scoring_options_from_args(args: argparse.Namespace) -> ScoringOptions:
+    """:class:`ScoringOptions` from :func:`add_scan_options`'s flags and the command's ``--batch-size``."""
+    return ScoringOptions(
         preset=args.preset, window_level=args.window_level, window_width=args.window_width, axis=args.axis,
         threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
-        topk=args.topk, skip_empty=not args.keep_empty, body_mask=not args.no_body_mask, **extra,
+        topk=args.topk, skip_empty=args.skip_empty, body_mask=args.body_mask,
     )
 
 
 def add_batch_options(g: argparse._ActionsContainer, resume_default: bool = False) -> None:
-    """Case naming and what to do with existing outputs (``score`` and ``evaluate --dataset manifest``)."""
-    from anomalyclip_med.io.cases import CASE_NAMING
-
-    g.add_argument("--case-name", default="stem", choices=CASE_NAMING,
-                   help="how cases are named in outputs, logs and reports: 'stem' (file stem, DICOM series folder; "
+    """Case naming and what to do with existing outputs (``score``, ``evaluate --dataset manifest``); see
+    :class:`BatchOptions`."""
+    g.add_argument("--case-name", default=BatchOptions.case_name, choices=CASE_NAMING,
+                   help="how cases are named in outputs, logs and reports: 'stem' (file stem or DICOM series folder, "
                    "parent folders added where names collide; default), 'parent' (parent folder + stem), "
                    "'relpath' (path below the input folder)")
     how = g.add_mutually_exclusive_group()
     how.add_argument("--continue", dest="resume", action="store_true", default=resume_default,
                      help="reuse finished cases whose outputs are whole and were made from the same input, model "
-                     "and options; compute the others" + (" (default)" if resume_default else ""))
+                     "and options; compute the others" + (" (the default)" if resume_default else ""))
     how.add_argument("--overwrite", action="store_true", help="compute every case again, replacing its outputs")
 
 
-def resume_mode(args: argparse.Namespace) -> str:
-    """``overwrite``, ``continue`` or ``refuse`` (see ``anomalyclip_med.inference.batch.RESUME_MODES``)."""
-    return "overwrite" if args.overwrite else "continue" if args.resume else "refuse"
+def batch_options_from_args(args: argparse.Namespace) -> BatchOptions:
+    return BatchOptions(case_name=args.case_name,
+                        resume="overwrite" if args.overwrite else "continue" if args.resume else "refuse")

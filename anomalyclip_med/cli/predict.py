@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from anomalyclip_med.cli.options import add_model_options, model_from_args
+from anomalyclip_med.cli.options import add_model_options, model_options_from_args
 from anomalyclip_med.inference.images2d import predict_images
 from anomalyclip_med.io.images import list_images
+from anomalyclip_med.network.factory import create_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     images = list_images(args.inputs)  # fail on a bad path before loading any weights
-    model = model_from_args(args)
+    model = create_model(model_options_from_args(args))
     if model.untrained_warning:
         print(model.untrained_warning)
     results = predict_images(model, images, args.out, batch_size=args.batch_size, overwrite=args.overwrite)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from anomalyclip_med.cli.options import (
     add_batch_options,
     add_model_options,
     add_scan_options,
-    model_from_args,
-    resume_mode,
-    scan_options_from_args,
+    batch_options_from_args,
+    model_options_from_args,
+    scoring_options_from_args,
 )
 from anomalyclip_med.inference.batch import ScanBatchRunner
-from anomalyclip_med.inference.scan import ScanScoringOptions
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.io.cases import find_cases
-
+from anomalyclip_med.network.factory import create_model, resolve_device
+from anomalyclip_med.utils.distributed import DistributedContext
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,27 +35,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     g = p.add_argument_group("scoring")
     add_scan_options(g)
-    g.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
-    g.add_argument("--series-uid", default=None, help="SeriesInstanceUID to score in a folder with several series")
-    g.add_argument("--volume-index", type=int, default=None, help="volume of a 4D file to score (0-based)")
-    g.add_argument("--dicom-seg", action="store_true",
+    g.add_argument("--batch-size", type=int, default=ScoringOptions.batch_size,
+                   help=f"slices per forward pass (default {ScoringOptions.batch_size})")
+    g.add_argument("--series-uid", default=LoadingOptions.series_uid,
+                   help="SeriesInstanceUID to score in a folder with several series")
+    g.add_argument("--volume-index", type=int, default=LoadingOptions.volume_index,
+                   help="volume of a 4D file to score (0-based)")
+    g.add_argument("--dicom-seg", action="store_true", default=OutputOptions.dicom_seg,
                    help="also write <case>_anomaly_seg.dcm, a DICOM SEG referencing the series (DICOM series "
                    "inputs only; others are refused before scoring starts)")
     add_batch_options(g)
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
+                   help="no progress bar")
     add_model_options(p)
     p.set_defaults(func=run)
 
 
-def _options(args: argparse.Namespace) -> ScanScoringOptions:
-    return scan_options_from_args(
-        args, series_uid=args.series_uid, volume_index=args.volume_index, dicom_seg=args.dicom_seg,
-        progress=not args.no_progress,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    cases = find_cases(args.inputs, args.case_name, args.out)
-    runner = ScanBatchRunner(cases, args.out, _options(args), resume_mode(args), progress=not args.no_progress)
-    summary = runner.run(lambda: model_from_args(args))  # weights load only after every check passed
-    return summary.exit_status
+    # every option is checked (by its dataclass) before any input is read or weights load
+    scoring = scoring_options_from_args(args)
+    loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
+    output = OutputOptions(dicom_seg=args.dicom_seg, progress=args.progress)
+    batch = batch_options_from_args(args)
+    model_options = model_options_from_args(args)
+    cases = find_cases(args.inputs, batch.case_name, args.out)
+    runner = ScanBatchRunner(cases, args.out, scoring, loading, output, batch.resume, progress=args.progress)
+    # under torchrun each process scores every WORLD_SIZE-th case (outputs are per case, so they do not meet)
+    with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
+        summary = runner.run(lambda: create_model(replace(model_options, device=str(ctx.device))), ctx)
+    # rank 0 alone reports failed cases by its status: torchrun stops the other ranks as soon as one exits non-zero
+    return summary.exit_status if ctx.is_main else 0

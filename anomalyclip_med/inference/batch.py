@@ -29,11 +29,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError, OutputLockedError
+from anomalyclip_med.inference.options import RESUME_MODES, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
 from anomalyclip_med.inference.scan import (
     PreparedScan,
-    ScanScoringOptions,
     ScoredScan,
     compute_scan,
     expected_outputs,
@@ -46,16 +46,14 @@ from anomalyclip_med.io.cases import ScanCase
 from anomalyclip_med.io.writers import dicom_seg_problem
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import remove_stale_temporaries
+from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.lock import FolderLock
 from anomalyclip_med.utils.paths import check_writable_dir
 
-__all__ = ["RESUME_MODES", "CaseReport", "BatchSummary", "ScanBatchRunner", "describe_error"]
+__all__ = ["CaseReport", "BatchSummary", "ScanBatchRunner", "describe_error"]
 
 logger = logging.getLogger(__name__)
 
-# "refuse": existing outputs stop the run before it starts; "continue": finished cases with the same input, model
-# and options are reused, every other case is (re)computed; "overwrite": every case is computed again
-RESUME_MODES = ("refuse", "continue", "overwrite")
 
 
 def describe_error(err: BaseException) -> str:
@@ -92,9 +90,9 @@ class CaseReport:
             return f"error: {self.case.name}: {self.error}"
         r = self.report or {}
         slicing = r.get("slicing", {})
-        how = "reused" if self.status == "reused" else "scored"
+        reused = " (reused)" if self.status == "reused" else ""
         return (f"{self.case.name}: scan score {r.get('scan_score', float('nan')):.4f}, "
-                f"{slicing.get('scored_slices', '?')}/{slicing.get('n_slices', '?')} slices {how} -> "
+                f"{slicing.get('scored_slices', '?')}/{slicing.get('n_slices', '?')} slices scored{reused} -> "
                 f"{self.outputs['scores'].parent}")
 
 
@@ -126,8 +124,11 @@ class ScanBatchRunner:
     Args:
         cases: the cases (:func:`anomalyclip_med.io.cases.find_cases` / ``datalist_cases``).
         out_dir: the output folder.
-        options: scoring options [defaults]; ``options.overwrite`` is ignored (``resume`` says it).
-        resume: one of :data:`RESUME_MODES` ["refuse"].
+        scoring: how each scan is scored [defaults].
+        loading: which volume of each input [defaults].
+        output: what is written [defaults]; its ``overwrite`` and ``progress`` are replaced by ``resume`` and
+            ``progress``.
+        resume: one of :data:`anomalyclip_med.inference.options.RESUME_MODES` ["refuse"].
         progress: progress bars over cases and over each case's slices.
         loader: MONAI transform loading ``{"image": path}`` into ``{"image": MetaTensor}`` [``LoadScan`` with
             the options' series/volume choice] (the bundle passes its ``preprocessing``).
@@ -140,7 +141,9 @@ class ScanBatchRunner:
         self,
         cases: Sequence[ScanCase],
         out_dir: str | os.PathLike,
-        options: ScanScoringOptions | None = None,
+        scoring: ScoringOptions | None = None,
+        loading: LoadingOptions | None = None,
+        output: OutputOptions | None = None,
         resume: str = "refuse",
         progress: bool = True,
         loader: Callable[[dict], dict] | None = None,
@@ -152,9 +155,9 @@ class ScanBatchRunner:
             raise InputError(f"Unknown resume mode {resume!r}; choose one of {', '.join(RESUME_MODES)}.")
         self.cases = list(cases)
         self.out_dir = Path(out_dir)
-        # the slice bar follows the runner's progress setting
-        self.options = replace(options or ScanScoringOptions(), progress=progress)
-        self.options.intensity_preset()  # every option checked before anything else
+        self.scoring, self.loading = scoring or ScoringOptions(), loading or LoadingOptions()
+        # outputs of a case being recomputed are replaced whole; the slice bar follows the runner's
+        self.output = replace(output or OutputOptions(), overwrite=True, progress=progress)
         self.resume = resume
         self.progress = progress
         self.loader = loader
@@ -164,7 +167,7 @@ class ScanBatchRunner:
     # ------------------------------------------------------------------ before anything runs
     def outputs(self, case: ScanCase) -> dict[str, Path]:
         """The case's outputs (:func:`anomalyclip_med.inference.scan.expected_outputs`) in its output folder."""
-        return expected_outputs(case.source, case.output_dir(self.out_dir), self.options.dicom_seg, case.name)
+        return expected_outputs(case.source, case.output_dir(self.out_dir), self.output.dicom_seg, case.name)
 
     def preflight(self) -> None:
         """
@@ -191,9 +194,9 @@ class ScanBatchRunner:
             if folder is not None and (out == folder or folder in out.parents):
                 raise InputError(f"Output folder '{self.out_dir}' lies inside the input folder '{case.walked}'; "
                                  "inputs are never written to: choose an output folder outside it.")
-        if self.options.dicom_seg:
+        if self.output.dicom_seg:
             for case in self.cases:
-                problem = dicom_seg_problem(case.source, self.options.series_uid)
+                problem = dicom_seg_problem(case.source, self.loading.series_uid)
                 if problem:
                     raise InputError(f"--dicom-seg: {case.name}: {problem}")
         if self.resume == "refuse":
@@ -212,7 +215,7 @@ class ScanBatchRunner:
         report = read_finished_case(self.outputs(case))
         if report is None:
             return None
-        expected = resume_record(model, case.source, self.options)
+        expected = resume_record(model, case.source, self.scoring, self.loading, self.output)
         return report if all(report.get(k) == v for k, v in expected.items()) else None
 
     def _load(self, source: Path):
@@ -223,20 +226,20 @@ class ScanBatchRunner:
         report = self.reusable(model, case)
         if report is not None:
             return report
-        return prepare_scan(case.source, case.output_dir(self.out_dir), self.options, model.config.image_size,
-                            model.mean, model.std, pin_memory=model.device.type == "cuda", case_id=case.name,
-                            loader=self._load if self.loader is not None else None)
+        return prepare_scan(case.source, case.output_dir(self.out_dir), self.scoring, self.loading, self.output,
+                            model.config.image_size, model.mean, model.std, pin_memory=model.device.type == "cuda",
+                            case_id=case.name, loader=self._load if self.loader is not None else None)
 
     def compute(self, model: AnomalyCLIP, prepared: PreparedScan | dict[str, Any]) -> ScoredScan | None:
         """Device side: the network and the map post-processing (nothing for a reused case)."""
-        return None if isinstance(prepared, dict) else compute_scan(model, prepared, self.options)
+        return None if isinstance(prepared, dict) else compute_scan(model, prepared, self.scoring, self.progress)
 
     def write(self, model: AnomalyCLIP, prepared: PreparedScan | dict[str, Any], scored: ScoredScan | None
               ) -> tuple[str, dict[str, Any]]:
         """``("scored", report)`` after writing the outputs whole, or ``("reused", report)``."""
         if scored is None:
             return "reused", prepared
-        return "scored", write_scan(model, prepared, scored, self.options).report
+        return "scored", write_scan(model, prepared, scored, self.scoring, self.loading, self.output).report
 
     def process(self, model: AnomalyCLIP, case: ScanCase) -> tuple[str, dict[str, Any]]:
         """The stages in turn for one case: ``(how, report)`` with ``how`` ``scored`` or ``reused``.
@@ -258,44 +261,67 @@ class ScanBatchRunner:
         return CaseReport(case, "failed", outputs, error=cause)
 
     # ------------------------------------------------------------------ the batch
-    def run(self, model: AnomalyCLIP | Callable[[], AnomalyCLIP]) -> BatchSummary:
+    def run(self, model: AnomalyCLIP | Callable[[], AnomalyCLIP], ctx: DistributedContext | None = None
+            ) -> BatchSummary:
         """
         Preflight, lock the output folder, remove stale temporaries, then run every case through the staged
-        pipeline, printing a line per case (in case order) and the final count.
+        pipeline, printing a line per case (in case order) and the final count. Under ``torchrun`` (``ctx``)
+        each process takes every ``world_size``-th case; rank 0 holds the lock for the job and prints the total.
 
         Args:
             model: the model, or a function building it (called after the preflight and the lock, so a refused
                 run loads no weights).
+            ctx: the process group [one process].
+
+        Returns:
+            every case's report (all processes'), in case order.
         """
+        ctx = ctx or DistributedContext()
         self.preflight()
         created = _missing_folders(self.out_dir)
         for case in self.cases:
             created += _missing_folders(case.output_dir(self.out_dir))
-        summary = BatchSummary()
-        try:
-            with FolderLock(self.out_dir):
+        lock, refused = None, None
+        if ctx.is_main:
+            try:
+                lock = FolderLock(self.out_dir).acquire()
                 stale = remove_stale_temporaries(self.out_dir)
                 if stale:
                     logger.info("removed %d temporary file(s) left by an interrupted run", len(stale))
-                if not isinstance(model, AnomalyCLIP):
-                    model = model()
-                    if model.untrained_warning:
-                        print(model.untrained_warning)
-                pipeline = StagedPipeline(
-                    lambda case: self.prepare(model, case),
-                    lambda case, prepared: self.compute(model, prepared),
-                    lambda case, prepared, scored: self.write(model, prepared, scored),
-                    self.prefetch, self.background_write,
-                )
-                with tqdm(total=len(self.cases), desc="cases", unit="case", disable=not self.progress) as bar:
-                    for item in pipeline.run(self.cases):
-                        outcome = self._outcome(item.item, item.result, item.error)
-                        summary.outcomes.append(outcome)
-                        self._echo(outcome.line(), error=outcome.status == "failed")
-                        bar.update()
+            except AnomalyCLIPMedError as err:
+                refused = err
+        if any(ctx.gather(refused is not None)):  # no rank writes before the lock is held and the folder clean
+            if refused is not None:
+                raise refused
+            raise OutputLockedError(f"Output folder '{self.out_dir}' is in use by another run.")
+        try:
+            if not isinstance(model, AnomalyCLIP):
+                model = model()
+                if model.untrained_warning and ctx.is_main:
+                    print(model.untrained_warning)
+            shard = ctx.shard(self.cases)
+            pipeline = StagedPipeline(
+                lambda case: self.prepare(model, case),
+                lambda case, prepared: self.compute(model, prepared),
+                lambda case, prepared, scored: self.write(model, prepared, scored),
+                self.prefetch, self.background_write,
+            )
+            mine = []
+            with tqdm(total=len(shard), desc="cases", unit="case", disable=not self.progress) as bar:
+                for item in pipeline.run([case for _, case in shard]):
+                    outcome = self._outcome(item.item, item.result, item.error)
+                    mine.append((shard[item.index][0], outcome))
+                    self._echo(outcome.line(), error=outcome.status == "failed")
+                    bar.update()
+            summary = BatchSummary([o for _, o in sorted((x for part in ctx.gather(mine) for x in part),
+                                                         key=lambda x: x[0])])
+            ctx.barrier()
         finally:
-            _remove_empty(created)
-        self._echo(summary.line(self.out_dir))
+            if lock is not None:
+                lock.release()
+                _remove_empty(created)
+        if ctx.is_main:
+            self._echo(summary.line(self.out_dir) + (f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""))
         return summary
 
     def _echo(self, text: str, error: bool = False) -> None:

@@ -11,13 +11,12 @@ import numpy as np
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.io.images import check_image, read_image
 from anomalyclip_med.io.overlay import overlay, save_png
 from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.atomic import atomic_path
-from anomalyclip_med.utils.paths import check_writable_dir
+from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = ["ImageResult", "output_names", "predict_images"]
 
@@ -69,17 +68,11 @@ def predict_images(
         InputError: an unreadable image or an unwritable output folder.
         OutputExistsError: outputs exist and ``overwrite`` is false.
     """
-    out_dir = check_writable_dir(out_dir)
+    out_dir = Path(out_dir)
     names = output_names(images)
     planned = [out_dir / f"{n}_anomaly_map.npy" for n in names] + [out_dir / f"{n}_overlay.png" for n in names]
     planned.append(out_dir / "scores.csv")
-    inputs = {p.resolve() for p in images}
-    clash = [p for p in planned if p.resolve() in inputs]
-    if clash:
-        raise InputError(f"Output '{clash[0]}' would overwrite an input image; choose another --out folder.")
-    existing = [p for p in planned if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"Output '{existing[0]}' exists (and {len(existing) - 1} more); pass --overwrite.")
+    check_outputs(out_dir, planned, images, overwrite)
     for path in images:  # a corrupt file must stop the run before anything is written
         check_image(path)
 

@@ -9,7 +9,8 @@ import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.inferers import Inferer
 
-from anomalyclip_med.inference.scan import ScanScoringOptions, scan_report, score_loaded_scan
+from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
+from anomalyclip_med.inference.scan import scan_report, score_loaded_scan
 from anomalyclip_med.io.writers import REPORT_KEY
 from anomalyclip_med.network.model import AnomalyCLIP
 
@@ -26,14 +27,16 @@ class SliceAnomalyInferer(Inferer):
     (per-slice scores, scan score, preset, model identity), for :class:`anomalyclip_med.io.writers.SaveScanReportd`.
 
     Args:
-        options: scoring options; the output-related ones (``overwrite``, ``dicom_seg``, montage) do not apply.
-        option_kwargs: ``ScanScoringOptions`` fields, when ``options`` is not given (bundle configs).
+        scoring: scoring options.
+        progress: show a progress bar per scan.
+        scoring_kwargs: :class:`ScoringOptions` fields, when ``scoring`` is not given (bundle configs); they are
+            checked here, before any scan is read.
     """
 
-    def __init__(self, options: ScanScoringOptions | None = None, **option_kwargs: Any) -> None:
+    def __init__(self, scoring: ScoringOptions | None = None, progress: bool = OutputOptions.progress, **scoring_kwargs: Any) -> None:
         super().__init__()
-        self.options = options or ScanScoringOptions(**option_kwargs)
-        self.preset = self.options.intensity_preset()  # validates every option before any scan is read
+        self.scoring = scoring or ScoringOptions(**scoring_kwargs)
+        self.progress = progress
 
     def __call__(self, inputs: torch.Tensor, network: AnomalyCLIP, *args: Any, **kwargs: Any) -> MetaTensor:
         """
@@ -50,9 +53,9 @@ class SliceAnomalyInferer(Inferer):
             raise ValueError("SliceAnomalyInferer needs MetaTensor scans (with their affine), as LoadScand gives.")
         maps, reports = [], []
         for image in decollate_batch(inputs.detach().cpu()):
-            result, score = score_loaded_scan(network, image, self.preset, self.options)
+            result, score = score_loaded_scan(network, image, self.scoring, self.progress)
             maps.append(torch.from_numpy(result.anomaly_map)[None])
-            reports.append(json.dumps(scan_report(network, image, result, score, self.options)))
+            reports.append(json.dumps(scan_report(network, image, result, score, self.scoring)))
         out = MetaTensor(torch.stack(maps), meta=dict(inputs.meta))
         out.is_batch = True
         out.meta[REPORT_KEY] = reports

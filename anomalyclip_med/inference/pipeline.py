@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.inference.scan import (
     PreparedScan,
     ScanResult,
-    ScanScoringOptions,
     ScoredScan,
     check_destination,
     compute_scan,
@@ -166,31 +166,34 @@ class ScanPipeline:
 
     Args:
         model: the network.
-        options: scoring options for every scan.
+        scoring: how every scan is scored.
+        loading: which volume of each input is scored (defaults: :class:`LoadingOptions`).
+        output: what is written and how (defaults: :class:`OutputOptions`).
         prefetch: scans read ahead (0: read in turn).
         background_write: write outputs in a writer thread.
     """
 
     def __init__(
-        self, model: AnomalyCLIP, options: ScanScoringOptions, prefetch: int = DEFAULT_PREFETCH,
-        background_write: bool = True,
+        self, model: AnomalyCLIP, scoring: ScoringOptions, loading: LoadingOptions | None = None,
+        output: OutputOptions | None = None, prefetch: int = DEFAULT_PREFETCH, background_write: bool = True,
     ) -> None:
-        self.model, self.options = model, options
+        self.model, self.scoring = model, scoring
+        self.loading, self.output = loading or LoadingOptions(), output or OutputOptions()
         self.stages: StagedPipeline[tuple[Path, Path], PreparedScan, ScoredScan, ScanResult] = StagedPipeline(
             self._prepare, self._compute, self._write, prefetch, background_write
         )
 
     def _prepare(self, job: tuple[Path, Path]) -> PreparedScan:
         m = self.model
-        check_destination(job[0], job[1], self.options)
-        return prepare_scan(job[0], job[1], self.options, m.config.image_size, m.mean, m.std,
-                            pin_memory=m.device.type == "cuda")
+        check_destination(job[0], job[1], self.output)
+        return prepare_scan(job[0], job[1], self.scoring, self.loading, self.output, m.config.image_size, m.mean,
+                            m.std, pin_memory=m.device.type == "cuda")
 
     def _compute(self, job: tuple[Path, Path], prepared: PreparedScan) -> ScoredScan:
-        return compute_scan(self.model, prepared, self.options)
+        return compute_scan(self.model, prepared, self.scoring, self.output.progress)
 
     def _write(self, job: tuple[Path, Path], prepared: PreparedScan, scored: ScoredScan) -> ScanResult:
-        return write_scan(self.model, prepared, scored, self.options)
+        return write_scan(self.model, prepared, scored, self.scoring, self.loading, self.output)
 
     def run(self, jobs: Iterable[tuple[str | Path, str | Path]]) -> Iterator[CaseOutcome]:
         """Score each ``(source, out_dir)``; one outcome per job, in order (``result``: a :class:`ScanResult`)."""

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +19,25 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
-from anomalyclip_med.errors import InputError, OutputExistsError
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.options import (
+    AGGREGATIONS,
+    LoadingOptions,
+    OutputOptions,
+    ScoringOptions,
+    scan_options_record,
+)
 from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.case_outputs import write_case_outputs
 from anomalyclip_med.io.cases import input_fingerprint
 from anomalyclip_med.io.scans import LoadScan, case_id_of
 from anomalyclip_med.io.writers import write_dicom_seg, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.transforms.intensity import IntensityPreset
-from anomalyclip_med.transforms.slicing import resolve_axis
-from anomalyclip_med.utils.paths import check_writable_dir
+from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = [
-    "AGGREGATIONS",
     "OUTPUT_SUFFIXES",
     "DICOM_SEG_SUFFIX",
-    "ScanScoringOptions",
     "ScanResult",
     "PreparedScan",
     "ScoredScan",
@@ -53,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AGGREGATIONS = ("topk_mean", "max", "mean")
 OUTPUT_SUFFIXES = {
     "map": "_anomaly_map.nii.gz",
     "seg": "_anomaly_seg.nii.gz",
@@ -62,88 +64,6 @@ OUTPUT_SUFFIXES = {
 }
 DICOM_SEG_SUFFIX = "_anomaly_seg.dcm"
 _MONTAGE_TILE = 256
-
-
-@dataclass
-class ScanScoringOptions:
-    """
-    How :func:`score_scan` scores a scan (defaults in brackets).
-
-    Attributes:
-        preset: intensity preset ["auto"]: ``auto``, a CT window (``brain``, ``subdural``, ``stroke``,
-            ``abdomen``, ``liver``, ``lung``, ``bone``) or ``mri``; see
-            :class:`anomalyclip_med.transforms.intensity.IntensityPreset`.
-        axis: slicing axis [None = axial, whatever the scan's orientation]: ``axial``, ``coronal``, ``sagittal``
-            or an array axis 0..2.
-        threshold: the labelmap is ``anomaly_map >= threshold`` [0.5].
-        batch_size: slices per forward pass [8].
-        skip_empty: send only slices holding a body through the network; others score 0 [True].
-        body_mask: set the map to 0 outside the body (air, padding, background; see
-            :class:`anomalyclip_med.transforms.slicing.BodyMask`) [True]; ``False`` keeps the raw map.
-        z_smooth: Gaussian sigma in mm smoothing the map across neighbouring slices [0 = off].
-        aggregation: scan score from the scored slices' scores: ``topk_mean`` (mean of the ``topk`` highest),
-            ``max`` or ``mean`` ["topk_mean"]; 0 when no slice was scored.
-        series_uid: SeriesInstanceUID to score in a DICOM folder holding several series [None].
-        volume_index: volume of a 4D file to score [None; required for 4D files with several volumes].
-        overwrite: replace existing outputs [False].
-        dicom_seg: also write a DICOM SEG referencing the source series; ignored for file inputs [False].
-        window_level: CT window level in HU replacing the preset's [None].
-        window_width: CT window width in HU replacing the preset's [None].
-        percentiles: percentiles of the ``mri`` normalisation [(1, 99)].
-        topk: slices averaged by ``topk_mean`` [5].
-        min_foreground: fraction of a slice that must be body for it to be scored [0.01].
-        montage_slices: most anomalous slices shown in the overlay PNG [6].
-        progress: show a progress bar [True].
-    """
-
-    preset: str = "auto"
-    axis: str | int | None = None
-    threshold: float = 0.5
-    batch_size: int = 8
-    skip_empty: bool = True
-    body_mask: bool = True
-    z_smooth: float = 0.0
-    aggregation: str = "topk_mean"
-    series_uid: str | None = None
-    volume_index: int | None = None
-    overwrite: bool = False
-    dicom_seg: bool = False
-    window_level: float | None = None
-    window_width: float | None = None
-    percentiles: tuple[float, float] = (1.0, 99.0)
-    topk: int = 5
-    min_foreground: float = 0.01
-    montage_slices: int = 6
-    progress: bool = True
-
-    def record(self) -> dict[str, Any]:
-        """The options that decide the outputs, as stored in the scores JSON and compared on resume: not
-        ``overwrite``, ``progress`` or the speed setting ``batch_size`` (a resumed run may use another)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("overwrite", "progress", "batch_size")}
-
-    def intensity_preset(self) -> IntensityPreset:
-        """Check every option and build the intensity preset.
-
-        Raises:
-            InputError: an option out of range.
-        """
-        checks = [
-            (0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.z_smooth >= 0, f"z smoothing must be >= 0 mm, got {self.z_smooth}"),
-            (self.aggregation in AGGREGATIONS, f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}"),
-            (self.topk >= 1, f"topk must be at least 1, got {self.topk}"),
-            (0.0 <= self.min_foreground <= 1.0, f"min_foreground must be in [0, 1], got {self.min_foreground}"),
-            (self.montage_slices >= 1, f"montage_slices must be at least 1, got {self.montage_slices}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(f"Invalid scoring option: {message}.")
-        try:
-            resolve_axis(np.eye(4), self.axis)
-            return IntensityPreset(self.preset, self.window_level, self.window_width, tuple(self.percentiles))
-        except ValueError as err:
-            raise InputError(f"Invalid scoring option: {err}") from None
 
 
 @dataclass
@@ -214,40 +134,19 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
 
 
 def score_loaded_scan(
-    model: AnomalyCLIP, image, preset: IntensityPreset, options: ScanScoringOptions, desc: str | None = None
+    model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
 ) -> tuple[SliceScores, float]:
     """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
-    plan = plan_slices(image, preset, model.config.image_size, model.mean, model.std, options.axis,
-                       options.skip_empty, options.min_foreground, body_mask=options.body_mask)
-    return _score_plan(model, image, plan, options, desc)
+    plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
+                       scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
+    return _score_plan(model, image, plan, scoring, progress, desc)
 
 
 def _score_plan(
-    model: AnomalyCLIP, image, plan: SlicePlan, options: ScanScoringOptions, desc: str | None
+    model: AnomalyCLIP, image, plan: SlicePlan, scoring: ScoringOptions, progress: bool, desc: str | None
 ) -> tuple[SliceScores, float]:
-    result = score_planned(model, image, plan, options.batch_size, options.z_smooth, options.threshold,
-                           options.progress, desc)
-    return result, aggregate_scores(result.slice_scores, result.scored, options.aggregation, options.topk)
-
-
-def check_destination(source: Path, out_dir: Path, options: ScanScoringOptions) -> None:
-    """Refuse, before any work, an output folder that cannot be written or would change the inputs (one scan;
-    a batch is checked whole by :meth:`anomalyclip_med.inference.batch.ScanBatchRunner.preflight`)."""
-    if not source.exists():
-        raise InputError(f"Scan '{source}' does not exist.")
-    outputs = expected_outputs(source, out_dir, options.dicom_seg)
-    overwrite = options.overwrite
-    if source.is_dir() and out_dir.resolve() == source.resolve():
-        raise InputError(f"Output folder '{out_dir}' is the input DICOM folder; writing there would change the "
-                         "input series. Choose another --out.")
-    check_writable_dir(out_dir)
-    clashes = [p for p in outputs.values() if p.resolve() == source.resolve()]
-    if clashes:
-        raise InputError(f"Output '{clashes[0]}' would overwrite the input scan; choose another --out.")
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"Output(s) exist: {', '.join(existing)}. Pass --overwrite "
-                                "(ScanScoringOptions.overwrite) to replace them.")
+    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth, scoring.threshold, progress, desc)
+    return result, aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
 
 
 def _montage_slices(result: SliceScores, count: int) -> list[int]:
@@ -260,22 +159,23 @@ def _montage_slices(result: SliceScores, count: int) -> list[int]:
 
 
 def _write_montage(
-    path: str, image: torch.Tensor, result: SliceScores, options: ScanScoringOptions, warning: str | None
+    path: str, image: torch.Tensor, result: SliceScores, count: int, threshold: float, warning: str | None
 ) -> None:
     g = result.geometry
-    index = _montage_slices(result, options.montage_slices)
+    index = _montage_slices(result, count)
     raw = image.as_tensor()[0].movedim(g.axis, 0)[index]
     shown = convert_to_tensor(result.preset.transform(raw), track_meta=False)
     maps = torch.from_numpy(np.ascontiguousarray(np.moveaxis(result.anomaly_map, g.axis, 0)[index]))
     captions = [f"{g.plane} slice {i} (axis {g.axis}): score {result.slice_scores[i]:.3f}"
                 + ("" if result.scored[i] else " (skipped)") for i in index]
     write_montage(path, g.to_square(shown, _MONTAGE_TILE), g.to_square(maps, _MONTAGE_TILE), captions, warning,
-                  threshold=options.threshold)
+                  threshold=threshold)
 
 
 def scan_report(
-    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, options: ScanScoringOptions,
-    outputs: dict[str, Path] | None = None, case_id: str | None = None,
+    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
+    outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
+    case_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`), the case
     named ``case_id`` [the file stem]."""
@@ -295,18 +195,18 @@ def scan_report(
         "nonfinite_voxels_replaced": int(meta.get("nonfinite_voxels", 0)),
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
-                    "skip_empty": options.skip_empty, "foreground_threshold": result.foreground_threshold,
-                    "min_foreground": options.min_foreground, "z_smooth_mm": options.z_smooth,
-                    "body_mask": options.body_mask, "body_voxels": result.body_voxels,
-                    "batch_size": options.batch_size},
+                    "skip_empty": scoring.skip_empty, "foreground_threshold": result.foreground_threshold,
+                    "min_foreground": scoring.min_foreground, "z_smooth_mm": scoring.z_smooth,
+                    "body_mask": scoring.body_mask, "body_voxels": result.body_voxels,
+                    "batch_size": scoring.batch_size},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
-        "aggregation": {"method": options.aggregation, "topk": options.topk},
-        "threshold": options.threshold,
-        "anomalous_voxels": int((result.anomaly_map >= options.threshold).sum()),
+        "aggregation": {"method": scoring.aggregation, "topk": scoring.topk},
+        "threshold": scoring.threshold,
+        "anomalous_voxels": int((result.anomaly_map >= scoring.threshold).sum()),
         "outputs": {k: p.name for k, p in (outputs or {}).items()},
-        "options": options.record(),
+        "options": scan_options_record(scoring, loading, output),
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
@@ -341,30 +241,40 @@ class ScoredScan:
     scan_score: float
 
 
+def check_destination(source: str | os.PathLike, out_dir: str | os.PathLike, output: OutputOptions) -> None:
+    """Refuse, before any work, a scan that does not exist or outputs that may not be written
+    (:func:`anomalyclip_med.utils.paths.check_outputs`). A batch is checked whole instead, by
+    :meth:`anomalyclip_med.inference.batch.ScanBatchRunner.preflight`."""
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"Scan '{source}' does not exist.")
+    outputs = expected_outputs(source, out_dir, output.dicom_seg)
+    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
+
+
 def prepare_scan(
-    source: str | os.PathLike, out_dir: str | os.PathLike, options: ScanScoringOptions, image_size: int,
-    mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False, case_id: str | None = None,
-    loader: Callable[[Path], Any] | None = None,
+    source: str | os.PathLike, out_dir: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions,
+    output: OutputOptions, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False,
+    case_id: str | None = None, loader: Callable[[Path], Any] | None = None,
 ) -> PreparedScan:
     """
     The host side before the network: read the scan whole and plan its slices (preset, foreground test). Runs
-    ahead of the network in :class:`anomalyclip_med.inference.pipeline.StagedPipeline`. The destination is
-    checked by the caller (:func:`score_scan`, the batch runner's preflight).
+    ahead of the network in :class:`anomalyclip_med.inference.pipeline.StagedPipeline`; the destination is
+    checked before (:func:`check_destination`).
 
     Args:
         image_size, mean, std: the network input's side and normalisation (``model.config.image_size``,
             ``model.mean``, ``model.std``; the model itself is not touched here).
         pin_memory: put the scan in page-locked memory for a fast, asynchronous upload to a CUDA device.
         case_id: the case name [the file stem].
-        loader: reads the scan from its path [:class:`LoadScan` with the options' series/volume choice].
+        loader: reads the scan from its path [:class:`LoadScan` with ``loading``'s series/volume choice].
     """
-    preset = options.intensity_preset()
     source, out_dir = Path(source), Path(out_dir)
     case = case_id or case_id_of(source)
-    outputs = expected_outputs(source, out_dir, options.dicom_seg, case)
-    image = (loader or LoadScan(options.series_uid, options.volume_index))(source)
-    plan = plan_slices(image, preset, image_size, mean, std, options.axis, options.skip_empty, options.min_foreground,
-                       body_mask=options.body_mask)
+    outputs = expected_outputs(source, out_dir, output.dicom_seg, case)
+    image = (loader or LoadScan(loading.series_uid, loading.volume_index))(source)
+    plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
+                       scoring.min_foreground, body_mask=scoring.body_mask)
     if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
         image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
         if plan.body is not None:
@@ -372,10 +282,12 @@ def prepare_scan(
     return PreparedScan(source, case, outputs, image, plan)
 
 
-def compute_scan(model: AnomalyCLIP, prepared: PreparedScan, options: ScanScoringOptions) -> ScoredScan:
+def compute_scan(
+    model: AnomalyCLIP, prepared: PreparedScan, scoring: ScoringOptions, progress: bool = False
+) -> ScoredScan:
     """The device side: every planned slice through the network, map post-processing on the model's device, and
     one device-to-host copy of the final volumes."""
-    result, scan_score = _score_plan(model, prepared.image, prepared.plan, options, prepared.case_id)
+    result, scan_score = _score_plan(model, prepared.image, prepared.plan, scoring, progress, prepared.case_id)
     g = result.geometry
     logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", prepared.case_id, result.preset.name,
                 result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
@@ -383,7 +295,8 @@ def compute_scan(model: AnomalyCLIP, prepared: PreparedScan, options: ScanScorin
 
 
 def write_scan(
-    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, options: ScanScoringOptions
+    model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, scoring: ScoringOptions, loading: LoadingOptions,
+    output: OutputOptions,
 ) -> ScanResult:
     """
     Write a scored scan's outputs whole or not at all (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`:
@@ -391,18 +304,20 @@ def write_scan(
     :func:`resume_record`). Reads only the model's identity, so it can run beside the network.
     """
     image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
-    seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= options.threshold).astype(np.uint8)
+    seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
     writers: dict[str, Callable[[str], None]] = {
         "map": lambda p: write_volume(result.anomaly_map, image.meta, p),
         "seg": lambda p: write_volume(seg, image.meta, p, label=True),
-        "montage": lambda p: _write_montage(p, image, result, options, model.untrained_warning),
+        "montage": lambda p: _write_montage(p, image, result, output.montage_slices, scoring.threshold,
+                                            model.untrained_warning),
     }
     if "dicom_seg" in outputs:
         writers["dicom_seg"] = lambda p: write_dicom_seg(
             seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
-            f"AnomalyCLIP anomaly >= {options.threshold:g}")
-    report = scan_report(model, image, result, scan_score, options, outputs, prepared.case_id)
-    report = write_case_outputs(outputs, writers, {**report, **resume_record(model, prepared.source, options)})
+            f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
+    report = scan_report(model, image, result, scan_score, scoring, outputs, loading, output, prepared.case_id)
+    record = resume_record(model, prepared.source, scoring, loading, output)
+    report = write_case_outputs(outputs, writers, {**report, **record})
     return ScanResult(
         case_id=prepared.case_id,
         source=str(prepared.source),
@@ -419,25 +334,27 @@ def write_scan(
     )
 
 
-def _json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists), for comparing with a stored record."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def resume_record(model: AnomalyCLIP, source: str | os.PathLike, options: ScanScoringOptions) -> dict[str, Any]:
+def resume_record(
+    model: AnomalyCLIP, source: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions | None = None,
+    output: OutputOptions | None = None,
+) -> dict[str, Any]:
     """
     What a finished case was computed from, stored in its scores JSON and compared on resume: ``input`` (the
     scan's :func:`anomalyclip_med.io.cases.input_fingerprint`), ``model`` (``model.identity()``: backbone,
-    weights and prompts) and ``options`` (:meth:`ScanScoringOptions.record`).
+    weights and prompts) and ``options`` (:func:`scan_options_record`), as they read back from JSON.
     """
-    return _json({"input": input_fingerprint(source), "model": model.identity(), "options": options.record()})
+    record = {"input": input_fingerprint(source), "model": model.identity(),
+              "options": scan_options_record(scoring, loading, output)}
+    return json.loads(json.dumps(record, default=str))
 
 
 def score_scan(
     model: AnomalyCLIP,
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
-    options: ScanScoringOptions | None = None,
+    scoring: ScoringOptions | None = None,
+    loading: LoadingOptions | None = None,
+    output: OutputOptions | None = None,
 ) -> ScanResult:
     """
     Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
@@ -446,23 +363,25 @@ def score_scan(
 
     Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
     ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
-    ``options.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
-    ``options.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
+    ``scoring.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
+    ``output.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
     is written to a temporary file and renamed, the scores JSON last. Inputs are never modified.
 
     Args:
         model: the AnomalyCLIP network.
         source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
         out_dir: output folder (created if needed).
-        options: scoring options (defaults: :class:`ScanScoringOptions`).
+        scoring: how the scan is scored (defaults: :class:`ScoringOptions`).
+        loading: which volume of the input is scored (defaults: :class:`LoadingOptions`).
+        output: what is written and how (defaults: :class:`OutputOptions`).
 
     Raises:
-        InputError: a bad scan or option, or an unwritable output folder.
-        OutputExistsError: outputs exist and ``options.overwrite`` is false.
+        InputError: a bad scan, or an unwritable output folder.
+        OutputExistsError: outputs exist and ``output.overwrite`` is false.
     """
-    options = options or ScanScoringOptions()
-    options.intensity_preset()  # bad options are refused before anything else
-    check_destination(Path(source), Path(out_dir), options)
-    prepared = prepare_scan(source, out_dir, options, model.config.image_size, model.mean, model.std,
-                            pin_memory=model.device.type == "cuda")
-    return write_scan(model, prepared, compute_scan(model, prepared, options), options)
+    scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
+    check_destination(source, out_dir, output)
+    prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,
+                            model.std, pin_memory=model.device.type == "cuda")
+    scored = compute_scan(model, prepared, scoring, output.progress)
+    return write_scan(model, prepared, scored, scoring, loading, output)

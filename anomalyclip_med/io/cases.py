@@ -21,10 +21,11 @@ from pathlib import Path
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.dicom import has_dicom_files
-from anomalyclip_med.io.scans import VOLUME_SUFFIXES, volume_suffix
+from anomalyclip_med.io.scans import VOLUME_SUFFIXES, safe_case_id, volume_suffix
 
 __all__ = ["CASE_NAMING", "ScanCase", "find_cases", "datalist_cases", "name_cases", "input_fingerprint"]
 
+# how batch cases are named: see name_cases
 CASE_NAMING = ("stem", "parent", "relpath")
 
 
@@ -76,7 +77,8 @@ def name_cases(sources: Sequence[Path], roots: Sequence[Path | None], naming: st
     """
     Unique case names for ``sources`` under the naming rule (``stem``, ``parent`` or ``relpath``; see the module
     docstring): each name starts as the stem (``parent``: the parent folder and the stem; ``relpath``: the path
-    below its root), and names that collide take one more parent folder at a time until all are unique.
+    below its root), and names that collide take one more parent folder at a time until all are unique. Names
+    are made safe as file names (:func:`anomalyclip_med.io.scans.safe_case_id`: ``Müller 1`` -> ``Müller_1``).
 
     Raises:
         InputError: an unknown rule, or two inputs that are the same scan.
@@ -88,7 +90,7 @@ def name_cases(sources: Sequence[Path], roots: Sequence[Path | None], naming: st
              "relpath": lambda i: len(_relative_parts(sources[i], roots[i]) or [None])}[naming]
     depth = [min(start(i), len(p)) for i, p in enumerate(parts)]
     while True:
-        names = ["_".join(p[-d:]) for p, d in zip(parts, depth)]
+        names = [safe_case_id("_".join(p[-d:])) for p, d in zip(parts, depth)]
         counts = Counter(names)
         clashing = [i for i, n in enumerate(names) if counts[n] > 1]
         if not clashing:

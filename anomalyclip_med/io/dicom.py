@@ -249,7 +249,7 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
     listing = "\n".join(_describe(uid, members) for uid, members in sorted(series.items()))
     if series_uid is None and len(series) > 1:
         raise InputError(f"Folder '{folder}' holds {len(series)} DICOM series:\n{listing}\n"
-                         "Pick one with --series-uid UID (ScanScoringOptions.series_uid).")
+                         "Pick one with --series-uid UID (LoadingOptions.series_uid).")
     uid = series_uid if series_uid is not None else next(iter(series))
     if uid not in series:
         raise InputError(f"Folder '{folder}' has no DICOM series with SeriesInstanceUID {uid}; it holds:\n{listing}")

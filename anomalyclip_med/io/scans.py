@@ -199,7 +199,7 @@ def _select_volume(path: Path, img: MetaTensor, volume_index: int | None) -> tup
         n = img.shape[-1]
         if volume_index is None and n > 1:
             raise InputError(f"'{path}' is a 4D scan holding {n} volumes (shape {tuple(img.shape)}); pick one "
-                             f"with --volume-index 0..{n - 1} (ScanScoringOptions.volume_index).")
+                             f"with --volume-index 0..{n - 1} (LoadingOptions.volume_index).")
         index = volume_index or 0
         if not 0 <= index < n:
             raise InputError(f"--volume-index {index} is out of range for '{path}', which holds {n} volumes "

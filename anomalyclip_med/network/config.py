@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["AnomalyCLIPConfig"]
+__all__ = ["REFERENCE_SEED", "AnomalyCLIPConfig"]
+
+# the reference seeds everything with this value (its setup_seed(111)): the prompt initialisation and training
+REFERENCE_SEED = 111
 
 
 @dataclass
@@ -38,7 +41,7 @@ class AnomalyCLIPConfig:
     map_layers: tuple[int, ...] | None = None
     sigma: float = 4.0
     temperature: float = 0.07
-    seed: int = 111
+    seed: int = REFERENCE_SEED
 
     def __post_init__(self) -> None:
         if self.feature_layers is not None:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.errors import AnomalyCLIPMedError, CheckpointError, InputError
 from anomalyclip_med.io.writers import write_csv
+from anomalyclip_med.network.config import REFERENCE_SEED
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.objective import compute_losses
 from anomalyclip_med.training.optim import LEARNING_RATE, make_optimizer
@@ -65,7 +66,7 @@ class TrainSettings:
     epochs: int = 15
     batch_size: int = 8
     lr: float = LEARNING_RATE
-    seed: int = 111
+    seed: int = REFERENCE_SEED
     num_workers: int = 0
     csv_log: bool = False
     tensorboard: bool = False

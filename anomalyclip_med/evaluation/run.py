@@ -1,0 +1,231 @@
+"""
+The evaluation runs behind ``anomalyclip-med evaluate`` and the bundle's ``evaluate.json``: a benchmark dataset
+(:func:`run_benchmark`) or a hospital cohort manifest (:func:`run_cohort`), each from typed options, in one process
+or under ``torchrun`` (the images or cases are shared out; rank 0 writes the report and ``run.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from anomalyclip_med.data import DATASETS, load_samples
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputLockedError
+from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
+from anomalyclip_med.evaluation.cohort import cohort_runner, evaluate_cohort
+from anomalyclip_med.evaluation.cohort_report import write_cohort_report
+from anomalyclip_med.evaluation.manifest import read_manifest
+from anomalyclip_med.inference.options import BatchOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.io.writers import write_json
+from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
+from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.utils.atomic import remove_stale_temporaries
+from anomalyclip_med.utils.distributed import DistributedContext
+from anomalyclip_med.utils.lock import FolderLock
+from anomalyclip_med.utils.paths import check_outputs
+
+__all__ = ["MANIFEST", "RUN_INFO", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"]
+
+MANIFEST = "manifest"  # the ``dataset`` value of a cohort manifest (CSV or MONAI datalist JSON)
+RUN_INFO = "run.json"
+
+
+@dataclass
+class BenchmarkOptions:
+    """
+    A benchmark dataset evaluation (defaults in brackets).
+
+    Attributes:
+        split: dataset split ["test", as in the paper].
+        limit: at most this many images per class, evenly spaced over the class's sorted list [None: all].
+        batch_size: images per forward pass [8].
+        num_workers: DataLoader worker processes [0].
+        overwrite: replace the report of an earlier run in the output folder [False: refuse, as every command].
+    """
+
+    split: str = "test"
+    limit: int | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    overwrite: bool = OutputOptions.overwrite
+
+    def __post_init__(self) -> None:
+        for name, low in (("limit", 1), ("batch_size", 1), ("num_workers", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
+                raise InputError(f"Invalid evaluation option {name}={value!r}: an integer >= {low}.")
+
+
+@dataclass
+class CohortOptions:
+    """
+    A cohort manifest evaluation (defaults in brackets); how each scan is scored is a :class:`ScoringOptions`.
+
+    Attributes:
+        datalist_key: the list to read from a MONAI datalist JSON ["testing"].
+        montage: worst misses shown in ``worst_misses.png`` [6].
+        overwrite: recompute cases that finished in an earlier run [False: reuse a finished case whose input,
+            model, options, mask and label are unchanged].
+        case_name: how cases without a ``case_id`` are named (:data:`anomalyclip_med.inference.options.CASE_NAMING`)
+            ["stem"].
+    """
+
+    datalist_key: str = "testing"
+    montage: int = 6
+    overwrite: bool = OutputOptions.overwrite
+    case_name: str = BatchOptions.case_name
+
+    def __post_init__(self) -> None:
+        if isinstance(self.montage, bool) or int(self.montage) != self.montage or self.montage < 0:
+            raise InputError(f"Invalid evaluation option montage={self.montage!r}: an integer >= 0.")
+
+
+def _run(
+    kind: str, root: str | os.PathLike, out_dir: str | os.PathLike, model_options: ModelOptions,
+    body: Callable[[AnomalyCLIP, DistributedContext], dict[str, Any]],
+) -> dict[str, Any]:
+    started = time.time()
+    created = not Path(out_dir).exists()
+    with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
+        lock, refused = None, None
+        if ctx.is_main:  # one run per output folder: rank 0 holds it for the job
+            try:
+                lock = FolderLock(out_dir).acquire()
+                remove_stale_temporaries(out_dir)
+            except AnomalyCLIPMedError as err:
+                refused = err
+        if any(ctx.gather(refused is not None)):
+            if refused is not None:
+                raise refused
+            raise OutputLockedError(f"Output folder '{out_dir}' is in use by another run.")
+        try:
+            model = create_model(replace(model_options, device=str(ctx.device)))
+            info = body(model, ctx)
+            run = {"command": "evaluate", "dataset": kind, "root": str(root), "world_size": ctx.world_size,
+                   "seconds": round(time.time() - started, 2), **info, "model": model.identity()}
+            if ctx.is_main:
+                write_json(run, Path(out_dir) / RUN_INFO)
+                if model.untrained_warning:
+                    print(model.untrained_warning)
+            ctx.barrier()
+        finally:
+            if lock is not None:
+                lock.release()
+                if created:
+                    with contextlib.suppress(OSError):
+                        Path(out_dir).rmdir()  # a run that failed before writing anything leaves no folder
+    return run
+
+
+def run_benchmark(
+    dataset: str,
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    benchmark: BenchmarkOptions | None = None,
+    model: ModelOptions | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """
+    Per-class image AUROC/AP/max-F1 and pixel AUROC/AP/AUPRO with their mean on a benchmark dataset, written as
+    ``<dataset>_metrics.{md,csv,json}`` and ``<dataset>_images.csv`` (every image's score) into ``out_dir``, with
+    ``run.json`` (what ran, how long, the model's identity); the metrics table is printed.
+
+    Args:
+        dataset: the dataset's layout, one of :data:`anomalyclip_med.data.DATASETS`.
+        root: the dataset's root folder.
+        out_dir: output folder.
+        benchmark: split, subsampling and batching (defaults: :class:`BenchmarkOptions`).
+        model: the network to build (defaults: :class:`ModelOptions`).
+        progress: show a progress bar [None: when stderr is a terminal].
+
+    Returns:
+        the ``run.json`` content.
+    """
+    benchmark, model_options = benchmark or BenchmarkOptions(), model or ModelOptions()
+    if dataset not in DATASETS:
+        raise InputError(f"Unknown dataset layout {dataset!r}: one of {', '.join(DATASETS)} (or {MANIFEST!r}).")
+    samples = subsample(load_samples(dataset, root, split=benchmark.split), benchmark.limit)
+    out = Path(out_dir)
+    report = [*(out / f"{dataset}_metrics.{ext}" for ext in ("md", "csv", "json")), out / f"{dataset}_images.csv",
+              out / RUN_INFO]
+    check_outputs(out_dir, report, [root], benchmark.overwrite)
+
+    def body(net: AnomalyCLIP, ctx: DistributedContext) -> dict[str, Any]:
+        bar = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
+        images, pixels = evaluate_samples(net, samples, ctx, benchmark.batch_size, benchmark.num_workers, bar)
+        if ctx.is_main:
+            per_class, mean = dataset_metrics(images, pixels)
+            extra = {"dataset": dataset, "root": str(root), "split": benchmark.split,
+                     "limit": benchmark.limit}
+            paths = write_dataset_report(images, per_class, mean, out_dir, dataset, extra)
+            print(Path(paths["metrics_md"]).read_text(encoding="utf-8"))
+        return {"n_images": len(images)}
+
+    return _run(dataset, root, out_dir, model_options, body)
+
+
+def run_cohort(
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cohort: CohortOptions | None = None,
+    scoring: ScoringOptions | None = None,
+    model: ModelOptions | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """
+    Score every scan of a cohort manifest (CSV or MONAI datalist JSON; finished cases are reused), compute the
+    per-case metrics and write ``cohort_summary.{json,csv}``, ``cohort_cases.csv``, ``cohort_report.md``, the
+    figures and ``run.json`` into ``out_dir``; the summary is printed.
+
+    Args:
+        manifest: the manifest file.
+        out_dir: output folder.
+        cohort: manifest key, report montage and whether to recompute finished cases.
+        scoring: how each scan is scored (defaults: :class:`ScoringOptions`).
+        model: the network to build (defaults: :class:`ModelOptions`).
+        progress: show a progress bar over cases [None: when stderr is a terminal].
+
+    Returns:
+        the ``run.json`` content (with the counts of scored, rescored, reused and failed cases).
+    """
+    cohort, scoring, model_options = cohort or CohortOptions(), scoring or ScoringOptions(), model or ModelOptions()
+    cases = read_manifest(manifest, cohort.datalist_key, cohort.case_name)
+    runner = cohort_runner(cases, out_dir, scoring, OutputOptions(overwrite=cohort.overwrite, progress=False))
+    runner.preflight()  # before any weights load
+
+    def body(net: AnomalyCLIP, ctx: DistributedContext) -> dict[str, Any]:
+        bar = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
+        records, counts = evaluate_cohort(net, cases, runner, ctx, bar)
+        if ctx.is_main:
+            paths = write_cohort_report(records, out_dir, scoring.threshold, cohort.montage)
+            print(Path(paths["report_md"]).read_text(encoding="utf-8").split("## Scan level")[0].strip())
+            print(f"cases: {counts}; report: {paths['report_md']}")
+        return {"cases": counts}
+
+    return _run(MANIFEST, manifest, out_dir, model_options, body)
+
+
+def evaluate(
+    dataset: str,
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model: ModelOptions | None = None,
+    benchmark: BenchmarkOptions | None = None,
+    cohort: CohortOptions | None = None,
+    scoring: ScoringOptions | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """
+    :func:`run_cohort` when ``dataset`` is ``"manifest"`` (``root`` is then the manifest file, scored with
+    ``cohort`` and ``scoring``), else :func:`run_benchmark` on the dataset layout ``dataset`` (with ``benchmark``);
+    ``progress``: a progress bar [None: when stderr is a terminal].
+    """
+    if dataset == MANIFEST:
+        return run_cohort(root, out_dir, cohort, scoring, model, progress)
+    return run_benchmark(dataset, root, out_dir, benchmark, model, progress)

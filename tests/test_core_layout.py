@@ -1,0 +1,104 @@
+"""One typed core, two faces: the layout rules of the package, checked on its source, and the typed options."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+import warnings
+
+import pytest
+import torch
+
+from anomalyclip_med.cli.main import build_parser
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
+from anomalyclip_med.training.loop import TrainSettings
+from conftest import TESTS, TINY_CLIP_JSON
+
+PACKAGE = TESTS.parent / "anomalyclip_med"
+
+
+def _imports(path) -> set[str]:
+    """Every module a source file imports (``from x import y`` gives ``x`` and ``x.y``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_nothing_outside_cli_imports_cli():
+    offenders = {
+        str(p.relative_to(PACKAGE)): sorted(m for m in _imports(p) if m.startswith("anomalyclip_med.cli"))
+        for p in PACKAGE.rglob("*.py")
+        # ``python -m anomalyclip_med`` is the command line itself
+        if "cli" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_reference_seed_is_written_once():
+    hits = [(str(p.relative_to(PACKAGE)), line) for p in PACKAGE.rglob("*.py")
+            for line in p.read_text(encoding="utf-8").splitlines() if re.search(r"(?<![\d.])111(?![\d.])", line)
+            and not line.lstrip().startswith("#")]
+    assert hits == [("network/config.py", "REFERENCE_SEED = 111")]
+    assert TrainSettings.seed == 111 and ModelOptions.seed == 0
+
+
+MINIMAL_ARGS = {
+    "score": ["score", "scan.nii.gz", "--out", "o"],
+    "evaluate": ["evaluate", "--dataset", "manifest", "m.csv", "--out", "o"],
+    "train": ["train", "--data", "d", "--format", "headct", "--out", "o"],
+    "predict": ["predict", "x.png", "--out", "o"],
+}
+
+
+def _parser_defaults(command: str) -> dict:
+    return vars(build_parser().parse_args(MINIMAL_ARGS[command]))
+
+
+@pytest.mark.parametrize("command", ["score", "evaluate", "train", "predict"])
+def test_command_line_defaults_are_the_dataclass_defaults(command):
+    defaults = _parser_defaults(command)
+    classes = [ModelOptions]
+    if command in ("score", "evaluate"):
+        classes.append(ScoringOptions)
+    if command == "score":
+        classes += [LoadingOptions, OutputOptions]
+    if command == "train":
+        classes.append(TrainSettings)
+    checked = 0
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name in defaults and not (command == "train" and cls is ModelOptions and f.name == "seed"):
+                assert defaults[f.name] == f.default, (command, cls.__name__, f.name)
+                checked += 1
+    assert checked >= 6
+
+
+def test_model_options_validate_and_default_to_auto_device():
+    assert ModelOptions().device == "auto"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    for bad, name in (({"precision": "fp8"}, "precision"), ({"image_size": 0}, "image_size"),
+                      ({"image_size": 3.5}, "image_size")):
+        with pytest.raises(InputError, match=rf"Invalid model option {name}="):
+            ModelOptions(**bad)
+    assert ModelOptions(backbone="", prompts="").backbone is None  # "" from a config means "not set"
+
+
+def test_create_model_with_auto_device_seeds_the_random_backbone():
+    options = ModelOptions(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_size=56)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = create_model(options), create_model(options)
+        c = create_model(dataclasses.replace(options, seed=1))
+    assert a.device.type == resolve_device("auto") and not a.training
+    assert a.backbone_info.random_weights
+    first = next(a.clip.parameters())
+    assert torch.equal(first, next(b.clip.parameters())) and not torch.equal(first, next(c.clip.parameters()))
