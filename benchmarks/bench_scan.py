@@ -67,7 +67,7 @@ def child(cfg: dict) -> dict:
 
     from anomalyclip_med import AnomalyCLIP
     from anomalyclip_med.inference.slices import score_slices
-    from anomalyclip_med.io.scans import LoadScan
+    from anomalyclip_med.transforms import LoadScan
     from anomalyclip_med.io.writers import write_volume
     from anomalyclip_med.transforms.intensity import IntensityPreset
     from anomalyclip_med.transforms.slicing import SliceForeground, SliceToNetworkInput

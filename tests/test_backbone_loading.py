@@ -14,7 +14,7 @@ from open_clip.model import CLIP
 
 from anomalyclip_med import AnomalyCLIP
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
-from anomalyclip_med.network.backbone import load_backbone
+from anomalyclip_med.network.backbone import SourceKind, load_backbone, parse_backbone_source
 from conftest import FIXTURE_A, TESTS, TINY_CLIP_JSON, needs_fixture_a
 
 REPO = TESTS.parent
@@ -66,12 +66,49 @@ def test_openai_torchscript_archive_equals_state_dict(tmp_path):
         check_trace=False,
     )
     torch.jit.save(traced, ts_path)
+    assert parse_backbone_source(None, sd_path).kind is SourceKind.OPENAI_STATE_DICT
+    assert parse_backbone_source(None, ts_path).kind is SourceKind.OPENAI_TORCHSCRIPT
     from_sd, info_sd = load_backbone(None, sd_path)
     from_ts, info_ts = load_backbone(None, ts_path)
     assert "read from the file" in info_sd.name and "read from the file" in info_ts.name
     assert _state_dict_close(from_sd, from_ts)
     # OpenAI files are read as OpenAI stores them: float16-rounded tensors
     assert torch.equal(from_sd.visual.proj, source.visual.proj.half().float())
+
+
+def test_the_source_is_parsed_before_anything_is_built(tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(CLIP(**TINY_CFG).state_dict(), path)
+    assert parse_backbone_source(TINY_CFG, None).kind is SourceKind.RANDOM
+    assert parse_backbone_source(None, None).model_name == "ViT-L-14-336"
+    tag = parse_backbone_source("tiny_clip", "openai")
+    assert tag.kind is SourceKind.TAG and tag.weights == "openai" and tag.state_dict is None
+    named = parse_backbone_source("tiny_clip", path)
+    assert named.kind is SourceKind.OPEN_CLIP_STATE_DICT and named.weights == str(path.resolve())
+    assert set(named.state_dict) == set(CLIP(**TINY_CFG).state_dict())
+    assert parse_backbone_source(str(TINY_CLIP_JSON), path).kind is SourceKind.CONFIG_STATE_DICT
+    with pytest.raises(BackboneError, match="model name, not a model config"):
+        parse_backbone_source(TINY_CFG, "openai")
+
+
+def test_a_backbone_whose_blocks_dpam_cannot_run_is_refused(tmp_path):
+    """open_clip's custom blocks (qk-norm, scaled cosine attention...) are not what dpam_forward runs: one error."""
+    custom = dict(TINY_CFG, vision_cfg=dict(TINY_CFG["vision_cfg"], block_type="custom"))
+    with pytest.warns(UserWarning, match="RANDOM"), pytest.raises(BackboneError) as err:
+        load_backbone(custom, None)
+    assert "CustomResidualAttentionBlock" in str(err.value) and "MultiheadAttention" in str(err.value)
+    config, weights = tmp_path / "custom.json", tmp_path / "custom.pt"
+    config.write_text(json.dumps(custom))
+    torch.save(CLIP(**custom).state_dict(), weights)
+    with pytest.raises(BackboneError, match="visual blocks of type CustomResidualAttentionBlock"):
+        load_backbone(str(config), weights)
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomalyclip_med", "predict", str(TESTS.parent / "examples" / "images"), "--out",
+         str(tmp_path / "out"), "--backbone", str(config), "--backbone-weights", str(weights), "--image-size", "56"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "CustomResidualAttentionBlock" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out" / "scores.csv").exists()
 
 
 def test_openai_layout_with_unreadable_architecture(tmp_path):

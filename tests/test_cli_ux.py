@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 from anomalyclip_med.transforms.slicing import BodyMask
-from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data
-from scan_data import oblique_affine, save_nifti, synthetic_head_ct
+from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON
+from scan_data import oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 
 REPO = TESTS.parent
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56", "--no-progress"]
+TINY_MODEL = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
+TINY = [*TINY_MODEL, "--no-progress"]
 BRATS_FLAIR = SHARED_DATA / "volumes" / "brats2018" / "case_0" / "FLAIR.nii.gz"
 
 
@@ -49,25 +50,34 @@ def test_body_mask_fills_dark_tissue_inside_the_body_and_leaves_air_out():
     assert not BodyMask()(torch.zeros(1, 8, 8, 4)).any()  # a constant scan has no body
 
 
-@needs_shared_data
 def test_score_maps_are_zero_outside_the_body_unless_asked(tmp_path):
-    """A synthetic head in air and a real BraTS FLAIR slab (air = 0 around the skull-stripped brain): by default no
-    voxel outside the body is labelled; ``--no-body-mask`` keeps the raw map, which lights up the air."""
+    """A synthetic head in air and (where ../shared is) a real BraTS FLAIR slab (air = 0 around the skull-stripped
+    brain), with a DICOM series: by default no voxel outside the body is labelled and the console shows no
+    third-party noise; ``--no-body-mask`` keeps the raw map, which lights up the air; ``--verbose`` shows all."""
     scans = tmp_path / "scans"
     scans.mkdir()
     head = synthetic_head_ct()
     save_nifti(head, oblique_affine(), scans / "head.nii.gz")
-    flair = nib.load(BRATS_FLAIR)
-    nib.save(flair.slicer[:, :, 70:82], scans / "flair.nii.gz")  # 12 slices through the tumour
-    air = {"head": head < -500, "flair": np.asarray(flair.slicer[:, :, 70:82].dataobj) == 0}
+    air = {"head": head < -500}
+    if SHARED_DATA.is_dir():
+        flair = nib.load(BRATS_FLAIR)
+        nib.save(flair.slicer[:, :, 70:82], scans / "flair.nii.gz")  # 12 slices through the tumour
+        air["flair"] = np.asarray(flair.slicer[:, :, 70:82].dataobj) == 0
+    series = tmp_path / "series"
+    write_dicom_series(synthetic_head_ct(shape=(24, 20, 12)), np.eye(4), series)  # MONAI's DICOM reader's notices
     runs = {}
-    for name, extra in (("masked", []), ("raw", ["--no-body-mask"])):
-        proc = _cli("score", scans, "--out", tmp_path / name, *TINY, "--threshold", "0.3", *extra)
+    for name, extra in (("masked", []), ("raw", ["--no-body-mask", "--verbose"])):
+        proc = _cli("score", scans, series, "--out", tmp_path / name, *TINY, "--threshold", "0.3", *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = {case: (_volume(tmp_path / name / f"{case}_anomaly_map.nii.gz"),
                              _volume(tmp_path / name / f"{case}_anomaly_seg.nii.gz").astype(bool),
                              json.loads((tmp_path / name / f"{case}_scores.json").read_text()))
                       for case in air}
+        noise = [line for line in proc.stderr.splitlines() if "nvImageCodec" in line]
+        assert bool(noise) == ("--verbose" in extra), proc.stderr
+        if not extra:  # the console says only what concerns the data: our RANDOM/UNTRAINED notes and per-scan lines
+            assert all(any(word in line for word in ("RANDOM", "UNTRAINED", "INFO ")) for line in
+                       proc.stderr.splitlines()), proc.stderr
     for case, outside in air.items():
         masked_map, masked_seg, report = runs["masked"][case]
         raw_map, raw_seg, raw_report = runs["raw"][case]
@@ -98,3 +108,43 @@ def _assert_montage_shows_the_body(png, threshold):
     assert red_rows.size and blue_rows.size and red_rows.max() < blue_rows.min()
     white_rows = np.flatnonzero((strip == 255).all(axis=(1, 2)))
     assert white_rows.size and abs(white_rows.mean() - (20 + (1 - threshold) * (512 - 32))) <= 2
+
+
+def test_one_class_cohort_reports_no_scan_level_metrics(tmp_path):
+    """Every labelled scan anomalous: AUROC, AP and max F1 are all undefined (null), not max F1 = 1.0."""
+    sample = REPO / "bundles" / "anomalyclip_zeroshot" / "sample_data"
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case_id,image,mask,label\n"
+                        + "".join(f"{c},{sample}/images/phantom_{c}.nii.gz,{sample}/masks/phantom_{c}.nii.gz,1\n"
+                                  for c in ("lesion", "normal")))
+    proc = _cli("evaluate", manifest, "--dataset", "manifest", "--out", tmp_path / "out", *TINY_MODEL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scan_level = json.loads((tmp_path / "out" / "cohort_summary.json").read_text())["scan_level"]
+    assert scan_level == {**scan_level, "n_labelled": 2, "n_anomalous": 2, "n_normal": 0}
+    assert scan_level["auroc"] is None and scan_level["ap"] is None and scan_level["max_f1"] is None
+
+
+def _bundle_run(config, *overrides):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    bundle = REPO / "bundles" / "anomalyclip_zeroshot"
+    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" / config,
+                           "--bundle_root", bundle, *map(str, overrides)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+
+
+def test_bundle_masks_the_body_quietly_and_obeys_its_overrides(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    head = synthetic_head_ct(shape=(32, 28, 12))
+    save_nifti(head, np.eye(4), scans / "head.nii.gz")
+    tiny = ["--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--image_size", "56", "--device", "cpu"]
+    maps = {}
+    for name, extra in (("masked", []), ("raw", ["--body_mask", "False", "--verbose", "true"])):
+        proc = _bundle_run("inference.json", "--dataset_dir", scans, "--output_dir", tmp_path / name, *tiny, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("nvImageCodec" in proc.stderr) == bool(extra), proc.stderr[-3000:]
+        maps[name] = _volume(tmp_path / name / "head_anomaly_map.nii.gz")
+    air = head < -500
+    assert (maps["masked"][air] == 0).all() and (maps["masked"][~air] > 0).mean() > 0.5
+    scored_air = air[:, :, 4:-4]  # the first and last 4 slices hold air only: skipped, 0 either way
+    assert (maps["raw"][:, :, 4:-4][scored_air] > 0).mean() > 0.5

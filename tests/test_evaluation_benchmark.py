@@ -10,6 +10,7 @@ from PIL import Image
 from anomalyclip_med.data import load_samples
 from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample
 from anomalyclip_med.evaluation.tables import write_metric_tables
+from anomalyclip_med.inference.images2d import preprocess_images
 from anomalyclip_med.metrics import aupro, pixel_auroc
 from anomalyclip_med.transforms.image2d import mask_transform
 from conftest import tiny_model
@@ -46,7 +47,7 @@ def test_evaluation_matches_the_model_run_by_hand(mvtec):
     for cls in ("bottle", "grid"):
         mine = [s for s in samples if s.cls_name == cls]
         with torch.inference_mode():
-            out = model.predict(model.preprocess([s.image for s in mine]))
+            out = model.predict(preprocess_images(model, [s.image for s in mine]))
         masks = torch.stack([masks_t(Image.open(s.mask).convert("L"))[0] if s.mask else torch.zeros(56, 56)
                              for s in mine])
         scores = [r["image_score"] for r in images if r["cls_name"] == cls]

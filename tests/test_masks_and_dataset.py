@@ -11,6 +11,7 @@ import synthetic_trees as trees
 from anomalyclip_med.data import Sample, load_samples
 from anomalyclip_med.data.dataset import AnomalyDataset, verify_samples
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.inference.images2d import preprocess_images
 from anomalyclip_med.io.masks import read_mask
 from conftest import SHARED_DATA, needs_shared_data
 
@@ -99,7 +100,7 @@ def test_dataset_items(tmp_path):
 def test_dataset_normalises_like_the_model(tmp_path, tiny):
     root = trees.paired(tmp_path / "k", "images", "masks")
     ds = AnomalyDataset(load_samples("kvasir", root), tiny.config.image_size, tiny.mean, tiny.std)
-    torch.testing.assert_close(ds[0]["image"], tiny.preprocess(ds.samples[0].image)[0])
+    torch.testing.assert_close(ds[0]["image"], preprocess_images(tiny, ds.samples[0].image)[0])
 
 
 def test_image_level_dataset_has_no_masks(tmp_path):

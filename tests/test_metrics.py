@@ -81,7 +81,8 @@ def test_hand_derived_image_metrics():
     assert image_auroc(labels, scores) == pytest.approx(0.75)  # 3 of 4 (normal, anomalous) pairs ordered
     assert image_ap(labels, scores) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # precision 1 at recall .5, 2/3 at 1
     assert image_max_f1(labels, scores) == pytest.approx(0.8)  # threshold 0.35: P 2/3, R 1
-    assert np.isnan(image_auroc([1, 1], [0.2, 0.3]))  # one class: undefined, not an exception
+    for metric in (image_auroc, image_ap, image_max_f1):  # one class: undefined, not an exception
+        assert np.isnan(metric([1, 1], [0.2, 0.3])) and np.isnan(metric([0, 0], [0.2, 0.3]))
 
 
 def test_hand_derived_pixel_auroc_and_masks_0_255():

@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.cases import find_cases
-from anomalyclip_med.io.scans import LoadScan, case_id_of
+from anomalyclip_med.io.scans import case_id_of
+from anomalyclip_med.transforms import LoadScan
 from conftest import SHARED_DATA, needs_shared_data
 from scan_data import LPS, oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 

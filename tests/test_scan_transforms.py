@@ -10,7 +10,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from anomalyclip_med.io.scans import LoadScan, LoadScand
+from anomalyclip_med.transforms import LoadScan, LoadScand
 from anomalyclip_med.transforms.dictionary import IntensityPresetd, SliceForegroundd, SliceToNetworkInputd
 from anomalyclip_med.transforms.intensity import CTWindow, IntensityPreset, PercentileNormalize
 from anomalyclip_med.transforms.slicing import SliceForeground, SliceToNetworkInput, resolve_axis, slice_geometry
@@ -186,7 +186,7 @@ def test_dictionary_variants_compose_and_build_from_a_bundle_config(tmp_path):
     assert torch.equal(d["image_foreground"], SliceForeground()(raw))
 
     config = {"preprocessing": {"_target_": "Compose", "transforms": [
-        {"_target_": "anomalyclip_med.io.scans.LoadScand", "keys": "image"},
+        {"_target_": "anomalyclip_med.transforms.LoadScand", "keys": "image"},
         {"_target_": "anomalyclip_med.transforms.dictionary.IntensityPresetd", "keys": "image", "preset": "auto"},
         {"_target_": "anomalyclip_med.transforms.dictionary.SliceToNetworkInputd", "keys": "image",
          "image_size": 56, "axis": "coronal"},

@@ -195,7 +195,7 @@ BAD_INPUTS = {
     "2D NIfTI": (_two_d, r"is 2D(.|\n)*predict"),
     "2D PNG": (_png, r"2D image file(.|\n)*predict"),
     "single DICOM slice": (_single_dicom, r"single 2D slice"),
-    "corrupt NIfTI": (_corrupt_nifti, r"broken\.nii\.gz' is a gzip stream too short or damaged to hold a NIfTI header"),
+    "corrupt NIfTI": (_corrupt_nifti, r"broken\.nii\.gz' is truncated or damaged: its gzip stream decompresses to 0 bytes"),
     "missing path": (lambda tmp: tmp / "nothing_here.nii.gz", r"does not exist"),
 }
 

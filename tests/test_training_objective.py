@@ -11,7 +11,7 @@ import torch
 from anomalyclip_med import AnomalyCLIP
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.training import compute_losses, make_optimizer
-from anomalyclip_med.training.losses import BinaryDiceLoss, FocalLoss
+from anomalyclip_med.training.losses import FocalLoss, dice_loss
 from conftest import FIXTURE_A, needs_fixture_a, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -60,14 +60,30 @@ def test_focal_loss_by_hand():
 
 
 def test_dice_loss_by_hand():
-    dice = BinaryDiceLoss()
-    mask = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    dice = dice_loss()
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
     assert dice(mask.clone(), mask).item() == pytest.approx(0.0)
     # intersection 0.5, sums 2 and 1: 1 - (2 * 0.5 + 1) / (2 + 1 + 1)
-    assert dice(torch.full((1, 2, 2), 0.5), mask).item() == pytest.approx(0.5)
+    assert dice(torch.full((1, 1, 2, 2), 0.5), mask).item() == pytest.approx(0.5)
     # per-image mean over the batch
-    two = dice(torch.stack([mask[0], torch.full((2, 2), 0.5)]), torch.cat([mask, mask]))
+    two = dice(torch.stack([mask[0], torch.full((1, 2, 2), 0.5)]), torch.cat([mask, mask]))
     assert two.item() == pytest.approx(0.25)
+
+
+def test_monai_dice_equals_the_references_formula():
+    """MONAI's DiceLoss(smooth_nr=1, smooth_dr=1) gives the reference's BinaryDiceLoss values (formula written out)."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(4, 1, 37, 29, generator=g, dtype=torch.float64)
+    target = (torch.rand(4, 1, 37, 29, generator=g, dtype=torch.float64) > 0.7).double()
+    target[2] = 0  # an image without anomaly
+
+    def reference(x, y):  # the reference's: 1 - sum over images of (2|X.Y| + 1) / (|X| + |Y| + 1), / N
+        n = y.shape[0]
+        x, y = x.reshape(n, -1), y.reshape(n, -1)
+        return 1 - ((2 * (x * y).sum(1) + 1) / (x.sum(1) + y.sum(1) + 1)).sum() / n
+
+    for x, y in ((probs, target), (1 - probs, 1 - target)):
+        assert dice_loss()(x, y).item() == pytest.approx(reference(x, y).item(), rel=1e-12, abs=1e-12)
 
 
 @pytest.fixture
@@ -90,7 +106,8 @@ def test_terms_and_total(tiny, batch):
 
 def test_image_loss_is_cross_entropy_of_the_predicted_probabilities(tiny, batch):
     images, _, labels = batch
-    probs = tiny.predict(images).image_probs  # the inference path, computed independently
+    score = tiny.predict(images).image_score  # the inference path, computed independently
+    probs = torch.stack([1 - score, score], dim=-1)
     expected = -(probs[0, 1].log() + probs[1, 0].log()) / 2
     losses = compute_losses(tiny, images, None, labels)
     assert losses["image"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -137,5 +154,5 @@ def test_batch_of_one(tiny, batch):
     images, masks, labels = batch
     one = compute_losses(tiny, images[:1], masks[:1], labels[:1])  # label 1
     assert one["image"].ndim == 0 and one["focal"] > 0 and one["dice"] > 0
-    expected = -tiny.predict(images[:1]).image_probs[0, 1].log()
+    expected = -tiny.predict(images[:1]).image_score[0].log()
     assert one["image"].item() == pytest.approx(expected.item(), rel=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from anomalyclip_med.cli.options import add_model_options, model_options_from_args
-from anomalyclip_med.inference.images2d import predict_images
+from anomalyclip_med.inference.images2d import PREDICT_BATCH_SIZE, predict_images
 from anomalyclip_med.io.images import list_images
 from anomalyclip_med.network.factory import create_model
 
@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
+                   help=f"images per forward pass (default {PREDICT_BATCH_SIZE})")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_model_options(p)
     p.set_defaults(func=run)

@@ -1,32 +1,23 @@
-"""Evaluation: benchmark datasets (per-class tables) and hospital cohorts (per-case metrics, reports, figures)."""
+"""
+Evaluation: benchmark datasets (per-class tables) and hospital cohorts (per-case metrics, reports, figures).
 
-from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
-from anomalyclip_med.evaluation.cohort import evaluate_case, evaluate_cohort
-from anomalyclip_med.evaluation.cohort_report import write_cohort_report
-from anomalyclip_med.evaluation.manifest import CohortCase, read_manifest
-from anomalyclip_med.evaluation.run import (
-    MANIFEST,
-    BenchmarkOptions,
-    CohortOptions,
-    evaluate,
-    run_benchmark,
-    run_cohort,
+Every public name of the submodules is exported here; each submodule is imported on first use.
+"""
+
+from anomalyclip_med._exports import lazy_exports
+
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "benchmark": ("subsample", "evaluate_samples", "dataset_metrics", "write_dataset_report"),
+        "case_metrics": ("scan_voxel_metrics",),
+        "cohort": ("CASES_DIR", "scan_case", "cohort_runner", "evaluate_case", "evaluate_cohort"),
+        "cohort_report": ("CASE_COLUMNS", "REPORT_FILES", "cohort_summary", "worst_misses", "write_cohort_report"),
+        "curves": ("CURVE_POINTS", "curve_points"),
+        "manifest": ("CohortCase", "read_manifest"),
+        "plots": ("plot_roc", "plot_pr", "plot_score_histogram", "plot_montage"),
+        "run": ("MANIFEST", "RUN_INFO", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"),
+        "tables": ("METRIC_COLUMNS", "finite_or_none", "table_rows", "write_metric_tables"),
+        "volumes": ("read_volume", "on_grid", "volume_array"),
+    },
 )
-
-__all__ = [
-    "MANIFEST",
-    "BenchmarkOptions",
-    "CohortCase",
-    "CohortOptions",
-    "dataset_metrics",
-    "evaluate",
-    "evaluate_case",
-    "evaluate_cohort",
-    "evaluate_samples",
-    "read_manifest",
-    "run_benchmark",
-    "run_cohort",
-    "subsample",
-    "write_cohort_report",
-    "write_dataset_report",
-]

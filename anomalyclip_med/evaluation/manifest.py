@@ -69,14 +69,17 @@ def _path(value, base: Path) -> Path | None:
 
 
 def _text(path: Path) -> str:
-    """The manifest's text: UTF-8 with or without BOM, or UTF-16 with BOM; any other byte is an error naming its line."""
+    """
+    The manifest's text: UTF-8 with or without BOM, or UTF-16 with BOM; any other byte, or a NUL, is an error naming
+    its line.
+    """
     raw = path.read_bytes()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding, body = "utf-16", raw
     else:
         encoding, body = "utf-8", raw.removeprefix(codecs.BOM_UTF8)
     try:
-        return body.decode(encoding)
+        text = body.decode(encoding)
     except UnicodeDecodeError as err:
         good = body[: err.start].decode(encoding, errors="replace")
         line = good.count("\n") + 1
@@ -85,6 +88,11 @@ def _text(path: Path) -> str:
             f"Manifest '{path}' line {line}, column {column}: byte(s) {body[err.start:err.end].hex(' ')} are not "
             f"{encoding.upper()} ({err.reason}). Save the manifest as UTF-8 (or UTF-16 with a byte-order mark)."
         ) from None
+    if "\0" in text:  # valid UTF-8, but no text file holds NUL: UTF-16 without its byte-order mark, or binary data
+        line = text[: text.index("\0")].count("\n") + 1
+        raise InputError(f"Manifest '{path}' line {line} holds NUL bytes: it is UTF-16 without a byte-order mark, "
+                         "or not a text file. Save the manifest as UTF-8.")
+    return text
 
 
 def _rows_csv(path: Path) -> list[dict]:

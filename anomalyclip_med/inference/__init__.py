@@ -1,24 +1,29 @@
-"""Running the network over inputs: 2D images, scans, datasets."""
+"""
+Running the network over inputs: 2D images, scans, datasets.
 
-from anomalyclip_med.inference.images2d import ImageResult, predict_images
-from anomalyclip_med.inference.inferer import SliceAnomalyInferer
-from anomalyclip_med.inference.options import AGGREGATIONS, LoadingOptions, OutputOptions, ScoringOptions
-from anomalyclip_med.inference.scan import ScanResult, expected_outputs, scan_report, score_loaded_scan, score_scan
-from anomalyclip_med.inference.slices import SliceScores, score_slices
+Every public name of the submodules is exported here; each submodule is imported on first use.
+"""
 
-__all__ = [
-    "AGGREGATIONS",
-    "ImageResult",
-    "LoadingOptions",
-    "OutputOptions",
-    "ScanResult",
-    "ScoringOptions",
-    "SliceAnomalyInferer",
-    "SliceScores",
-    "expected_outputs",
-    "predict_images",
-    "scan_report",
-    "score_loaded_scan",
-    "score_scan",
-    "score_slices",
-]
+from anomalyclip_med._exports import lazy_exports
+
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "options": (
+            "AGGREGATIONS", "RESUME_MODES", "LoadingOptions", "ScoringOptions", "OutputOptions", "BatchOptions",
+            "scan_options_record"
+        ),
+        "images2d": ("PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "predict_images"),
+        "inferer": ("SliceAnomalyInferer",),
+        "scan": (
+            "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "ScanResult", "PreparedScan", "ScoredScan", "aggregate_scores",
+            "case_id_of", "expected_outputs", "check_destination", "resume_record", "scan_report", "score_loaded_scan",
+            "prepare_scan", "compute_scan", "write_scan", "score_scan"
+        ),
+        "slices": (
+            "SlicePlan", "SliceScores", "plan_slices", "score_planned", "score_slices", "smooth_along_axis", "to_device"
+        ),
+        "pipeline": ("CaseOutcome", "StagedPipeline", "ScanPipeline", "DEFAULT_PREFETCH"),
+        "batch": ("CaseReport", "BatchSummary", "ScanBatchRunner", "describe_error"),
+    },
+)

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
-from anomalyclip_med.io.images import check_image, read_image
-from anomalyclip_med.io.overlay import overlay, save_png
+from anomalyclip_med.io.images import check_image, read_image, to_rgb
+from anomalyclip_med.io.overlay import heatmap_overlay, save_png
 from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.transforms.image2d import image_transform
 from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_outputs
 
-__all__ = ["ImageResult", "output_names", "predict_images"]
+__all__ = ["PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "predict_images"]
 
+PREDICT_BATCH_SIZE = 8  # images per forward pass (the command line's --batch-size default)
 CSV_FIELDS = ("image", "image_score", "max_pixel_score", "map_file", "overlay_file", "warning")
 
 
@@ -49,11 +54,24 @@ def output_names(images: list[Path]) -> list[str]:
     return names
 
 
+def preprocess_images(
+    model: AnomalyCLIP, images: Image.Image | str | os.PathLike | Sequence[Image.Image | str | os.PathLike]
+) -> torch.Tensor:
+    """
+    The reference preprocessing for ``model``: images (PIL or paths; any mode, converted to RGB) -> a
+    (B, 3, S, S) tensor at the network's input size, normalised with the backbone's mean and std.
+    """
+    if isinstance(images, (Image.Image, str, os.PathLike)):
+        images = [images]
+    transform = image_transform(model.config.image_size, model.mean, model.std)
+    return torch.stack([transform(to_rgb(im) if isinstance(im, Image.Image) else read_image(im)) for im in images])
+
+
 def predict_images(
     model: AnomalyCLIP,
     images: list[Path],
     out_dir: str | os.PathLike,
-    batch_size: int = 8,
+    batch_size: int = PREDICT_BATCH_SIZE,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[ImageResult]:
@@ -82,7 +100,7 @@ def predict_images(
     for start in range(0, len(images), batch_size):
         paths = images[start : start + batch_size]
         pil = [read_image(p) for p in paths]
-        out = model.predict(model.preprocess(pil))
+        out = model.predict(preprocess_images(model, pil))
         for k, (path, image) in enumerate(zip(paths, pil)):
             name = names[start + k]
             amap = F.interpolate(out.anomaly_map[k][None, None], size=(image.height, image.width), mode="bilinear",
@@ -90,7 +108,7 @@ def predict_images(
             map_file, overlay_file = out_dir / f"{name}_anomaly_map.npy", out_dir / f"{name}_overlay.png"
             with atomic_path(map_file) as tmp, open(tmp, "wb") as f:
                 np.save(f, amap)
-            save_png(overlay(image, amap), overlay_file, warning=warning)
+            save_png(heatmap_overlay(image, amap), overlay_file, warning=warning)
             results.append(ImageResult(path, float(out.image_score[k]), float(amap.max()), map_file, overlay_file))
         bar.update(len(paths))
     bar.close()

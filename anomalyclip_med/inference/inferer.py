@@ -11,7 +11,7 @@ from monai.inferers import Inferer
 
 from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
 from anomalyclip_med.inference.scan import scan_report, score_loaded_scan
-from anomalyclip_med.io.writers import REPORT_KEY
+from anomalyclip_med.transforms.io import REPORT_KEY
 from anomalyclip_med.network.model import AnomalyCLIP
 
 __all__ = ["SliceAnomalyInferer"]
@@ -24,7 +24,7 @@ class SliceAnomalyInferer(Inferer):
 
     The returned ``MetaTensor`` carries the input's meta data (so ``SaveImaged`` writes it in the input's
     geometry) plus ``meta[REPORT_KEY]``: per scan, the JSON text of the scores report that ``score_scan`` writes
-    (per-slice scores, scan score, preset, model identity), for :class:`anomalyclip_med.io.writers.SaveScanReportd`.
+    (per-slice scores, scan score, preset, model identity), for :class:`anomalyclip_med.transforms.io.SaveScanReportd`.
 
     Args:
         scoring: scoring options.

@@ -30,7 +30,7 @@ from anomalyclip_med.inference.options import (
 from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.case_outputs import write_case_outputs
 from anomalyclip_med.io.cases import input_fingerprint
-from anomalyclip_med.io.scans import LoadScan, case_id_of
+from anomalyclip_med.io.scans import case_id_of, load_volume
 from anomalyclip_med.io.writers import write_dicom_seg, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.paths import check_outputs
@@ -136,7 +136,7 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
 def score_loaded_scan(
     model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
 ) -> tuple[SliceScores, float]:
-    """Slice-wise scores of a scan loaded by :class:`LoadScan`, and the scan score aggregated from them."""
+    """Slice-wise scores of a scan loaded by :func:`anomalyclip_med.io.scans.load_volume`, and the scan score aggregated from them."""
     plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
                        scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
     return _score_plan(model, image, plan, scoring, progress, desc)
@@ -177,8 +177,8 @@ def scan_report(
     outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
     case_id: str | None = None,
 ) -> dict[str, Any]:
-    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by :class:`LoadScan`), the case
-    named ``case_id`` [the file stem]."""
+    """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by
+    :func:`anomalyclip_med.io.scans.load_volume`), the case named ``case_id`` [the file stem]."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
     case = case_id or case_id_of(source)
@@ -222,7 +222,7 @@ class PreparedScan:
         source: the scan's path as given.
         case_id: the case name used in the output file names.
         outputs: where its outputs go (:func:`expected_outputs`).
-        image: the scan as loaded by :class:`LoadScan` (raw intensities; in pinned memory for a CUDA model).
+        image: the scan as loaded by :func:`anomalyclip_med.io.scans.load_volume` (raw intensities; in pinned memory for a CUDA model).
         plan: the slicing, intensity preset and slices to score.
     """
 
@@ -272,7 +272,7 @@ def prepare_scan(
     source, out_dir = Path(source), Path(out_dir)
     case = case_id or case_id_of(source)
     outputs = expected_outputs(source, out_dir, output.dicom_seg, case)
-    image = (loader or LoadScan(loading.series_uid, loading.volume_index))(source)
+    image = loader(source) if loader else load_volume(source, loading.series_uid, loading.volume_index)
     plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
                        scoring.min_foreground, body_mask=scoring.body_mask)
     if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed

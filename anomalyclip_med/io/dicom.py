@@ -152,7 +152,8 @@ def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.nd
     except ValueError:
         values = np.asarray([np.nan])
     if values.size != count or not np.all(np.isfinite(values)):
-        raise InputError(f"DICOM file '{path}' has {keyword}={shown!r}: {count} finite number(s) expected. The "
+        shown = shown if shown.isprintable() else repr(shown)
+        raise InputError(f"DICOM file '{path}' has {keyword}=\"{shown}\": {count} finite number(s) expected. The "
                          "volume geometry cannot be known; fix or remove the file.")
     return values
 

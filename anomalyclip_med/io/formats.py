@@ -125,48 +125,47 @@ def describe_content(path: str | os.PathLike) -> str:
     return _describe(head, path.stat().st_size)
 
 
-def _stream_length(path: Path, opener, start: int = 0) -> int:
-    """Decompress ``path`` from byte ``start`` to its end-of-stream marker, keeping nothing; returns the length."""
+def _stream_length(path: Path, start: int, gzip_format: bool) -> int:
+    """
+    Decompress ``path`` from byte ``start`` to its end-of-stream marker, keeping nothing; returns the length.
+
+    Raises:
+        EOFError: the stream ends before its end-of-stream marker.
+        OSError, zlib.error: garbled data, or (gzip) a member whose CRC-32 or length does not match.
+    """
     total = 0
     with open(path, "rb") as raw:
         raw.seek(start)
-        with opener(raw) as stream:
-            while chunk := stream.read(_CHUNK):
-                total += len(chunk)
+        if gzip_format:  # GzipFile checks each member's CRC-32 and length, and reads every member
+            with gzip.GzipFile(fileobj=raw) as stream:
+                while chunk := stream.read(_CHUNK):
+                    total += len(chunk)
+            return total
+        z = zlib.decompressobj()
+        while not z.eof:
+            data = raw.read(_CHUNK)
+            if not data:
+                raise EOFError("Compressed data ended before the end-of-stream marker was reached")
+            total += len(z.decompress(data))
     return total
 
 
-class _ZlibReader(io.RawIOBase):
-    """A zlib stream (MetaImage ``CompressedData``) read to its end-of-stream marker; a cut stream is an EOFError."""
-
-    def __init__(self, raw) -> None:
-        self.raw, self.z = raw, zlib.decompressobj()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        while True:
-            if self.z.eof:
-                return b""
-            data = self.raw.read(_CHUNK)
-            if not data:
-                raise EOFError("Compressed data ended before the end-of-stream marker was reached")
-            out = self.z.decompress(data)
-            if out:
-                return out
-
-
 def _nifti_header(path: Path, head: bytes, kind: str) -> DeclaredVolume:
+    # dim[0] is read here first: nibabel takes a dim[0] outside 1..7 as a sign of swapped bytes and fails obscurely
+    size = 540 if kind == "NIfTI-2" else 348
+    order = "<" if struct.unpack("<i", head[:4])[0] == size else ">"
+    n_dims = struct.unpack(order + ("q" if kind == "NIfTI-2" else "h"), head[16:24] if kind == "NIfTI-2" else head[40:42])[0]
+    if not 1 <= n_dims <= 7:
+        raise InputError(f"NIfTI file '{path}' has a garbled header: dim[0] = {n_dims} dimensions (1..7 expected).")
     try:
         klass = nib.Nifti2Header if kind == "NIfTI-2" else nib.Nifti1Header
         hdr = klass.from_fileobj(io.BytesIO(head[: klass.template_dtype.itemsize]), check=False)
         dim = [int(d) for d in hdr["dim"]]
         dtype = hdr.get_data_dtype()
-        offset = int(hdr["vox_offset"])
+        offset = max(int(hdr["vox_offset"]), size + 4)  # single-file NIfTI: voxels follow header + extension flag
     except Exception as err:  # nibabel raises several types on garbled header fields
         raise InputError(f"NIfTI file '{path}' has a garbled header ({type(err).__name__}: {err}).") from None
-    if not 1 <= dim[0] <= 7 or any(d < 1 for d in dim[1 : dim[0] + 1]):
+    if any(d < 1 for d in dim[1 : dim[0] + 1]):
         raise InputError(f"NIfTI file '{path}' has a garbled header: dim = {dim} (need 1..7 dimensions, each >= 1).")
     return DeclaredVolume(kind, tuple(dim[1 : dim[0] + 1]), dtype.itemsize, offset, path.name.lower().endswith(".gz"))
 
@@ -235,16 +234,11 @@ def _check_size(path: Path, declared: DeclaredVolume, file_size: int) -> None:
             raise InputError(f"{declared.format} file '{path}' is truncated or damaged: {what}, but the file holds "
                              f"{file_size:,} bytes.")
         return
-    if declared.format == "NIfTI-1" or declared.format == "NIfTI-2":
-        opener, start = (lambda raw: gzip.GzipFile(fileobj=raw)), 0
-    elif declared.format == "NRRD":
-        opener, start = (lambda raw: gzip.GzipFile(fileobj=raw)), declared.data_offset
-        needed -= declared.data_offset
-    else:
-        opener, start = (lambda raw: io.BufferedReader(_ZlibReader(raw), _CHUNK)), declared.data_offset
-        needed -= declared.data_offset
+    # a .nii.gz compresses the whole file, header included; NRRD and MetaImage compress only the voxels
+    start = 0 if declared.format.startswith("NIfTI") else declared.data_offset
+    needed -= start
     try:
-        length = _stream_length(path, opener, start)
+        length = _stream_length(path, start, gzip_format=declared.format != "MetaImage")
     except (EOFError, OSError, zlib.error) as err:
         raise InputError(f"{declared.format} file '{path}' is truncated or damaged: its compressed data is "
                          f"incomplete ({err}).") from None
@@ -279,16 +273,17 @@ def check_volume_file(path: str | os.PathLike, suffix: str) -> DeclaredVolume | 
         if suffix == ".nii.gz":
             if head[:2] != b"\x1f\x8b":
                 raise wrong()
-            try:
-                with gzip.open(path, "rb") as g:
-                    head = g.read(_SNIFF)
-            except (EOFError, OSError, zlib.error):
-                head = b""  # too little to be anything: reported by the size check below
+            with open(path, "rb") as f:
+                compressed = f.read(_CHUNK)
+            try:  # a raw decompressor returns what the first bytes hold, even of a stream cut short
+                head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(compressed, _SNIFF)
+            except zlib.error:
+                head = b""
         kind = _nifti_kind(head)
         if kind not in ("NIfTI-1", "NIfTI-2"):
             if suffix == ".nii.gz" and len(head) < 348:
-                raise InputError(f"'{path}' is a gzip stream too short or damaged to hold a NIfTI header "
-                                 f"({len(head)} bytes decompress).")
+                raise InputError(f"NIfTI file '{path}' is truncated or damaged: its gzip stream decompresses to "
+                                 f"{len(head)} bytes, fewer than a NIfTI header's 348.")
             raise wrong() if suffix == ".nii" else InputError(
                 f"'{path}' is named .nii.gz but holds gzip-compressed {_describe(head, len(head))}, not NIfTI data.")
         declared = _nifti_header(path, head, kind)

@@ -10,12 +10,12 @@ from PIL import Image, ImageDraw, PngImagePlugin
 
 from anomalyclip_med.utils.atomic import atomic_path
 
-__all__ = ["COLORMAP", "overlay", "colour_bar", "save_png"]
+__all__ = ["COLORMAP", "heatmap_overlay", "colour_bar", "save_png"]
 
 COLORMAP = "jet"
 
 
-def overlay(image: Image.Image, anomaly_map: np.ndarray, alpha: float = 0.5, low: float = 0.0) -> Image.Image:
+def heatmap_overlay(image: Image.Image, anomaly_map: np.ndarray, alpha: float = 0.5, low: float = 0.0) -> Image.Image:
     """
     Blend a jet heat-map of ``anomaly_map`` (H, W, values in [0, 1]) over the RGB ``image`` of the same size.
     Pixels whose map is below ``low`` are left untinted, so a map that is 0 outside the body (or a padded
@@ -30,7 +30,7 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, alpha: float = 0.5, low
 def colour_bar(height: int, low: float = 0.0, threshold: float | None = None, width: int = 72) -> Image.Image:
     """
     A vertical key of the overlay colours, 1 at the top and 0 at the bottom, ``height`` pixels tall: values below
-    ``low`` (not drawn by :func:`overlay`) are left black, and ``threshold`` (the labelmap's) is marked with a
+    ``low`` (not drawn by :func:`heatmap_overlay`) are left black, and ``threshold`` (the labelmap's) is marked with a
     white line.
     """
     bar = Image.new("RGB", (width, height))

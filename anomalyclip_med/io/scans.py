@@ -25,10 +25,7 @@ from anomalyclip_med.io.images import IMAGE_SUFFIXES
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = [
-    "VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume", "LoadScan",
-    "LoadScand",
-]
+__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,52 +208,3 @@ def _select_volume(path: Path, img: MetaTensor, volume_index: int | None) -> tup
         raise InputError(f"'{path}' is 2D (shape {tuple(img.shape)}); `score` takes 3D scans. Use "
                          "`anomalyclip-med predict` for 2D images.")
     return img, index
-
-
-class LoadScan(Transform):
-    """
-    Load one scan as a channel-first float32 ``MetaTensor`` (1, X, Y, Z): the transform face of
-    :func:`load_volume` (see it for the checks, the geometry kept and the metadata added).
-
-    Args:
-        series_uid: SeriesInstanceUID to load from a folder holding several series.
-        volume_index: which volume of a 4D file to load (0-based); required when the file holds more than one.
-
-    Raises:
-        InputError: see :func:`load_volume`.
-    """
-
-    def __init__(self, series_uid: str | None = None, volume_index: int | None = None) -> None:
-        self.series_uid = series_uid
-        self.volume_index = volume_index
-
-    def __call__(self, source: str | os.PathLike) -> MetaTensor:
-        return load_volume(source, self.series_uid, self.volume_index)
-
-
-class LoadScand(MapTransform):
-    """
-    Dictionary-based wrapper of :class:`LoadScan`: replaces each key's path by the loaded scan.
-
-    Args:
-        keys: keys holding scan paths.
-        series_uid: see :class:`LoadScan`.
-        volume_index: see :class:`LoadScan`.
-        allow_missing_keys: don't raise if a key is missing.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        series_uid: str | None = None,
-        volume_index: int | None = None,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.loader = LoadScan(series_uid, volume_index)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.loader(d[key])
-        return d

@@ -23,13 +23,12 @@ from PIL import Image, ImageDraw
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.overlay import colour_bar, overlay, save_png
+from anomalyclip_med.io.overlay import colour_bar, heatmap_overlay, save_png
 from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
-__all__ = ["REPORT_KEY", "write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg",
-           "dicom_seg_problem"]
+__all__ = ["write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg", "dicom_seg_problem"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
@@ -115,7 +114,7 @@ def write_montage(
     for i in range(n):
         grey = Image.fromarray(np.round(slices[i].numpy() * 255).astype(np.uint8), mode="L")
         r, c = divmod(i, columns)
-        montage.paste(overlay(grey, maps[i].numpy(), low=low), (c * size, r * size))
+        montage.paste(heatmap_overlay(grey, maps[i].numpy(), low=low), (c * size, r * size))
         draw.text((c * size + 4, (r + 1) * size - 14), captions[i], fill=(255, 255, 255))
     montage.paste(bar, (tiles_width, 0))
     save_png(montage, path, warning=warning)
@@ -216,7 +215,3 @@ def write_dicom_seg(
         omit_empty_frames=False,
     )
     segmentation.save_as(os.fspath(path))
-
-
-# meta-data key under which SliceAnomalyInferer attaches each map's JSON scores report
-REPORT_KEY = "anomaly_report"

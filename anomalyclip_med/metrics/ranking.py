@@ -44,9 +44,13 @@ def image_ap(truth, scores) -> float:
 
 
 def image_max_f1(truth, scores) -> float:
-    """Best F1 = 2PR / (P + R) over all thresholds of (N,) scores against (N,) labels; NaN without anomalies."""
+    """
+    Best F1 = 2PR / (P + R) over all thresholds of (N,) scores against (N,) labels; NaN without anomalous or
+    without normal images, as AUROC and AP: with anomalies only, calling everything anomalous scores 1.0 whatever
+    the scores are, which says nothing about the detector.
+    """
     t, s = check_pair(truth, scores, ndim=1)
-    if not t.any():
+    if not _both_classes(t):
         return float("nan")
     precision, recall, _ = precision_recall_curve(t, s)
     denom = precision + recall

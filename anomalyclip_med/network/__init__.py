@@ -1,19 +1,29 @@
-"""The AnomalyCLIP network: open_clip backbone, DPAM image path, learned prompts, scoring, checkpoints."""
+"""
+The AnomalyCLIP network: open_clip backbone, DPAM image path, learned prompts, scoring, checkpoints, and the
+model factory (:class:`ModelOptions`, :func:`create_model`).
 
-from anomalyclip_med.network.backbone import BackboneInfo, load_backbone
-from anomalyclip_med.network.config import REFERENCE_SEED, AnomalyCLIPConfig
-from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
-from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, AnomalyCLIPOutput
+Every public name of the submodules is exported here; each submodule is imported on first use.
+"""
 
-__all__ = [
-    "AnomalyCLIP",
-    "AnomalyCLIPConfig",
-    "AnomalyCLIPForward",
-    "AnomalyCLIPOutput",
-    "BackboneInfo",
-    "ModelOptions",
-    "REFERENCE_SEED",
-    "create_model",
-    "load_backbone",
-    "resolve_device",
-]
+from anomalyclip_med._exports import lazy_exports
+
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "backbone": (
+            "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "BackboneSource", "SourceKind", "parse_backbone_source",
+            "check_image_tower", "load_backbone", "read_state_dict"
+        ),
+        "checkpoint": (
+            "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
+            "save_prompt_checkpoint", "file_sha256"
+        ),
+        "config": ("REFERENCE_SEED", "AnomalyCLIPConfig"),
+        "factory": ("RANDOM_WEIGHTS", "ModelOptions", "resolve_device", "create_model"),
+        "materialize": ("build_on_meta", "load_into_meta"),
+        "model": ("PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"),
+        "prompt_learner": ("PROMPT_TEMPLATES", "PromptLearner", "encode_text_with_prompts"),
+        "scoring": ("similarity_probs", "similarity_maps", "layer_anomaly_maps", "gaussian_smooth"),
+        "visual": ("resize_positional_embedding", "patch_grid", "dpam_forward"),
+    },
+)

@@ -1,11 +1,12 @@
 """
 Loading the frozen CLIP backbone through open_clip.
 
-Every real loading path stays open_clip's: pretrained tags (downloaded and cached by open_clip), OpenAI
-TorchScript archives and state dicts (``build_model_from_openai_state_dict``), open_clip state dicts for a
-named architecture (``create_model`` + ``load_checkpoint``), and open_clip model configs (``CLIP(**cfg)``)
-for tiny random models. What this module adds is the checks that turn a library traceback into an error
-naming the file, the tensor and the fix.
+As open_clip's factory does, the source is parsed first (:func:`parse_backbone_source`: a pretrained tag, an
+OpenAI TorchScript archive, an OpenAI state dict, an open_clip state dict for a named architecture or a model
+config, or random weights), then one builder per kind makes the model. Every real loading path stays open_clip's:
+pretrained tags (downloaded and cached by open_clip), OpenAI files (``build_model_from_openai_state_dict``), named
+architectures (``create_model``) and model configs (``CLIP(**cfg)``). What this module adds is the checks that turn
+a library traceback into an error naming the file, the tensor, the block type and the fix.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,23 @@ import open_clip
 import torch
 from open_clip.factory import load_state_dict
 from open_clip.model import CLIP, build_model_from_openai_state_dict
+from open_clip.transformer import ResidualAttentionBlock
+from torch import nn
 
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
 from anomalyclip_med.network.materialize import build_on_meta, load_into_meta
 
-__all__ = ["DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "BackboneInfo", "load_backbone", "read_state_dict"]
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "DEFAULT_WEIGHTS",
+    "BackboneInfo",
+    "BackboneSource",
+    "SourceKind",
+    "parse_backbone_source",
+    "check_image_tower",
+    "load_backbone",
+    "read_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +232,165 @@ def _from_tag(name: str, tag: str, cache_dir: str | None) -> CLIP:
         ) from None
 
 
+class SourceKind(str, Enum):
+    """The kinds of backbone source :func:`parse_backbone_source` tells apart."""
+
+    RANDOM = "random"  # an architecture (name or config) with random weights: tests only
+    TAG = "tag"  # an open_clip model name and pretrained tag, downloaded and cached by open_clip
+    OPENAI_TORCHSCRIPT = "openai_torchscript"  # OpenAI's released .pt archive; architecture read from the tensors
+    OPENAI_STATE_DICT = "openai_state_dict"  # an OpenAI-format state dict without a name; architecture from tensors
+    OPEN_CLIP_STATE_DICT = "open_clip_state_dict"  # a state dict for a named open_clip architecture
+    CONFIG_STATE_DICT = "config_state_dict"  # a state dict for an open_clip model config
+
+
+@dataclass
+class BackboneSource:
+    """
+    A backbone source, parsed (:func:`parse_backbone_source`) before anything is built.
+
+    Attributes:
+        kind: what the source is.
+        name: the architecture's display name (``None`` until read from an OpenAI file's tensors).
+        model_name: the open_clip model name, when one was given or implied.
+        config: the open_clip model config, when one was given.
+        weights: the resolved weights file or the pretrained tag (``None`` for random weights).
+        state_dict: the weights file's tensors (file kinds only).
+    """
+
+    kind: SourceKind
+    name: str | None
+    model_name: str | None = None
+    config: dict | None = None
+    weights: str | None = None
+    state_dict: dict[str, torch.Tensor] | None = None
+
+
+def parse_backbone_source(
+    backbone: str | dict | os.PathLike | None, weights: str | os.PathLike | None, device: str | torch.device = "cpu"
+) -> BackboneSource:
+    """
+    Tell what ``load_backbone(backbone, weights)`` was given; a weights file is read here (onto ``device``), since
+    its content says its kind.
+
+    Raises:
+        MissingWeightsError: ``weights`` looks like a file path but does not exist.
+        BackboneError: the file cannot be read, or a combination that cannot work (a tag with a config, a
+            non-OpenAI file without an architecture).
+    """
+    is_config = isinstance(backbone, dict) or (backbone is not None and str(backbone).endswith(".json"))
+    config = _config_from(backbone) if is_config else None
+    if is_config:
+        name = "open_clip config" if isinstance(backbone, dict) else f"open_clip config {backbone}"
+    else:
+        name = str(backbone) if backbone is not None else None
+    model_name = None if is_config else name
+
+    if weights is None:
+        if not is_config and model_name is None:
+            name = model_name = DEFAULT_BACKBONE
+        return BackboneSource(SourceKind.RANDOM, name, model_name, config)
+    if Path(weights).is_file():
+        path = str(Path(weights).resolve())
+        sd, scripted = read_state_dict(path, device)
+        if is_config:
+            return BackboneSource(SourceKind.CONFIG_STATE_DICT, name, None, config, path, sd)
+        if scripted or (model_name is None and _is_openai_vit(sd)):
+            if not _is_openai_vit(sd):
+                raise BackboneError(f"'{path}' is not a ViT CLIP model; AnomalyCLIP needs a ViT image tower.")
+            kind = SourceKind.OPENAI_TORCHSCRIPT if scripted else SourceKind.OPENAI_STATE_DICT
+            return BackboneSource(kind, name, model_name, None, path, sd)
+        if model_name is None:
+            raise BackboneError(
+                f"Cannot infer the architecture of '{path}': it is not an OpenAI-format CLIP file. "
+                "Pass the open_clip model name it was trained with (--backbone NAME, e.g. ViT-B-16)."
+            )
+        return BackboneSource(SourceKind.OPEN_CLIP_STATE_DICT, name, model_name, None, path, sd)
+    if _is_path_like(weights):
+        raise MissingWeightsError(
+            f"Backbone weights file '{weights}' does not exist. Pass an existing CLIP weights file with "
+            f"--backbone-weights (API: backbone_weights=PATH); to get the default weights, {_OPENAI_VITL14_336_HINT}."
+        )
+    if is_config:
+        raise BackboneError("A pretrained tag needs an open_clip model name, not a model config.")
+    model_name = model_name or DEFAULT_BACKBONE
+    return BackboneSource(SourceKind.TAG, model_name, model_name, None, str(weights))
+
+
+def _build_random(source: BackboneSource, device: str | torch.device, cache_dir: str | None) -> CLIP:
+    warnings.warn(
+        f"Backbone {source.name} has RANDOM weights (no backbone weights given): its outputs are meaningless for "
+        "anomaly detection; use it only for tests.",
+        stacklevel=3,
+    )
+    return _build_from_config(source.config) if source.config is not None else _named_model(source.model_name)
+
+
+def _build_tag(source: BackboneSource, device: str | torch.device, cache_dir: str | None) -> CLIP:
+    return _from_tag(source.model_name, source.weights, cache_dir)
+
+
+def _build_openai(source: BackboneSource, device: str | torch.device, cache_dir: str | None) -> CLIP:
+    # every architecture is built on the meta device and takes the file's tensors: no random initialisation
+    shapes = {k: v.to("meta") for k, v in source.state_dict.items()}  # what open_clip reads the architecture from
+    try:
+        model = build_on_meta(lambda: build_model_from_openai_state_dict(shapes, cast_dtype=torch.float32))
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise BackboneError(
+            f"'{source.weights}' looks like an OpenAI CLIP file but its architecture cannot be read from it "
+            f"({type(err).__name__}: {err}). Pass the open_clip model name it was trained with (--backbone)."
+        ) from None
+    if source.model_name is not None:  # an explicit name must agree with what the tensors say
+        named = build_on_meta(lambda: _named_model(source.model_name, device="meta"))
+        _check_fits(named, model.state_dict(), f"backbone {source.name}", f"'{source.weights}'")
+    source.name = source.name or "OpenAI CLIP (architecture read from the file)"
+    return load_into_meta(model, source.state_dict, device)
+
+
+def _build_from_state_dict(source: BackboneSource, device: str | torch.device, cache_dir: str | None) -> CLIP:
+    if source.config is not None:
+        model = build_on_meta(lambda: _build_from_config(source.config))
+    else:
+        model = build_on_meta(lambda: _named_model(source.model_name, device="meta"))
+    _check_fits(model, source.state_dict, f"backbone {source.name}", f"weights file '{source.weights}'")
+    return load_into_meta(model, source.state_dict, device)
+
+
+# open_clip factory style: one builder per kind of source
+_BUILDERS = {
+    SourceKind.RANDOM: _build_random,
+    SourceKind.TAG: _build_tag,
+    SourceKind.OPENAI_TORCHSCRIPT: _build_openai,
+    SourceKind.OPENAI_STATE_DICT: _build_openai,
+    SourceKind.OPEN_CLIP_STATE_DICT: _build_from_state_dict,
+    SourceKind.CONFIG_STATE_DICT: _build_from_state_dict,
+}
+
+
+def check_image_tower(model: CLIP, name: str) -> None:
+    """
+    Refuse an image tower that :func:`anomalyclip_med.network.visual.dpam_forward` cannot run: it needs a ViT whose
+    blocks are open_clip's ``ResidualAttentionBlock`` with a ``torch.nn.MultiheadAttention`` (packed q/k/v
+    projection) and no attentional pooling.
+
+    Raises:
+        BackboneError: naming the block or attention type found.
+    """
+    visual = model.visual
+    if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
+        raise BackboneError(f"Backbone {name} has no ViT image tower; AnomalyCLIP needs one.")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise BackboneError(f"Backbone {name} uses attentional pooling, which AnomalyCLIP does not support.")
+    for block in visual.transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if type(block) is not ResidualAttentionBlock or not isinstance(attn, nn.MultiheadAttention) \
+                or not attn._qkv_same_embed_dim:
+            raise BackboneError(
+                f"Backbone {name} has visual blocks of type {type(block).__name__} (attention "
+                f"{type(attn).__name__}); AnomalyCLIP's DPAM image path runs open_clip's ResidualAttentionBlock with "
+                "torch.nn.MultiheadAttention only (no qk-norm, scaled cosine or scaled-head attention)."
+            )
+
+
 def load_backbone(
     backbone: str | dict | os.PathLike | None = None,
     weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
@@ -225,7 +398,8 @@ def load_backbone(
     device: str | torch.device = "cpu",
 ) -> tuple[CLIP, BackboneInfo]:
     """
-    Build the CLIP backbone.
+    Build the CLIP backbone: :func:`parse_backbone_source`, then the builder for that kind of source, then
+    :func:`check_image_tower`.
 
     Args:
         backbone: an open_clip model name, an open_clip model config (dict, or a JSON file path), or ``None``:
@@ -240,82 +414,20 @@ def load_backbone(
 
     Raises:
         MissingWeightsError: the weights file does not exist or a tag cannot be downloaded.
-        BackboneError: the weights do not fit the named architecture, or cannot be read.
+        BackboneError: the weights do not fit the named architecture, cannot be read, or the image tower is not
+            one AnomalyCLIP can run.
     """
-    is_config = isinstance(backbone, dict) or (
-        backbone is not None and str(backbone).endswith(".json")
-    )
-    name = "open_clip config" if is_config else (str(backbone) if backbone is not None else None)
-    if is_config and not isinstance(backbone, dict):
-        name = f"open_clip config {backbone}"
-
-    if weights is None:
-        if backbone is None:
-            backbone = DEFAULT_BACKBONE
-            name = DEFAULT_BACKBONE
-        model = _build_from_config(_config_from(backbone)) if is_config else _named_model(str(backbone))
-        weights_id, random = "random", True
-        warnings.warn(
-            f"Backbone {name} has RANDOM weights (no backbone weights given): its outputs are meaningless for "
-            "anomaly detection; use it only for tests.",
-            stacklevel=2,
-        )
-    elif Path(weights).is_file():
-        # every architecture is built on the meta device and takes the file's tensors: no random initialisation
-        path = str(Path(weights).resolve())
-        sd, scripted = read_state_dict(path, device)
-        if is_config:
-            cfg = _config_from(backbone)
-            model = build_on_meta(lambda: _build_from_config(cfg))
-            _check_fits(model, sd, f"backbone {name}", f"weights file '{path}'")
-        elif scripted or (backbone is None and _is_openai_vit(sd)):
-            if not _is_openai_vit(sd):
-                raise BackboneError(f"'{path}' is not a ViT CLIP model; AnomalyCLIP needs a ViT image tower.")
-            shapes = {k: v.to("meta") for k, v in sd.items()}  # what open_clip reads the architecture from
-            try:
-                model = build_on_meta(lambda: build_model_from_openai_state_dict(shapes, cast_dtype=torch.float32))
-            except (KeyError, ValueError, RuntimeError) as err:
-                raise BackboneError(
-                    f"'{path}' looks like an OpenAI CLIP file but its architecture cannot be read from it "
-                    f"({type(err).__name__}: {err}). Pass the open_clip model name it was trained with (--backbone)."
-                ) from None
-            if backbone is not None:  # an explicit name must agree with what the tensors say
-                named = build_on_meta(lambda: _named_model(str(backbone), device="meta"))
-                _check_fits(named, model.state_dict(), f"backbone {name}", f"'{path}'")
-            name = name or "OpenAI CLIP (architecture read from the file)"
-        elif backbone is None:
-            raise BackboneError(
-                f"Cannot infer the architecture of '{path}': it is not an OpenAI-format CLIP file. "
-                "Pass the open_clip model name it was trained with (--backbone NAME, e.g. ViT-B-16)."
-            )
-        else:
-            model = build_on_meta(lambda: _named_model(str(backbone), device="meta"))
-            _check_fits(model, sd, f"backbone {name}", f"weights file '{path}'")
-        model = load_into_meta(model, sd, device)
-        weights_id, random = path, False
-    elif _is_path_like(weights):
-        raise MissingWeightsError(
-            f"Backbone weights file '{weights}' does not exist. Pass an existing CLIP weights file with "
-            f"--backbone-weights (API: backbone_weights=PATH); to get the default weights, {_OPENAI_VITL14_336_HINT}."
-        )
-    else:
-        if is_config:
-            raise BackboneError("A pretrained tag needs an open_clip model name, not a model config.")
-        name = str(backbone) if backbone is not None else DEFAULT_BACKBONE
-        model = _from_tag(name, str(weights), cache_dir)
-        weights_id, random = f"open_clip:{name}:{weights}", False
-
-    visual = model.visual
-    if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
-        raise BackboneError(f"Backbone {name} has no ViT image tower; AnomalyCLIP needs one.")
-    if getattr(visual, "attn_pool", None) is not None:
-        raise BackboneError(f"Backbone {name} uses attentional pooling, which AnomalyCLIP does not support.")
+    source = parse_backbone_source(backbone, weights, device)
+    model = _BUILDERS[source.kind](source, device, cache_dir)
+    check_image_tower(model, source.name)
     model = model.float().eval()
     model.requires_grad_(False)
+    weights_id = {SourceKind.RANDOM: "random", SourceKind.TAG: f"open_clip:{source.model_name}:{source.weights}"}
+    visual = model.visual
     info = BackboneInfo(
-        name=name or DEFAULT_BACKBONE,
-        weights=weights_id,
-        random_weights=random,
+        name=source.name or DEFAULT_BACKBONE,
+        weights=weights_id.get(source.kind, source.weights),
+        random_weights=source.kind is SourceKind.RANDOM,
         patch_size=int(visual.conv1.kernel_size[0]),
         vision_layers=len(visual.transformer.resblocks),
         text_width=int(model.ln_final.weight.shape[0]),

@@ -25,6 +25,7 @@ __all__ = [
     "load_prompt_state",
     "save_prompt_checkpoint",
     "file_sha256",
+    "load_failure",
 ]
 
 PROMPT_FORMAT = "anomalyclip_med.prompts"
@@ -39,6 +40,13 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def load_failure(err: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one line a user can act on."""
+    lines = str(err).strip().splitlines()
+    return (f"{type(err).__name__}: {lines[0] if lines else ''}. The file is truncated or damaged, not a torch file, "
+            "or holds objects other than tensors (it is read with weights_only=True, so nothing in it runs).")
 
 
 def _check_tensors(path: Path, state_dict: Any) -> None:
@@ -75,7 +83,7 @@ def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"Cannot read prompt checkpoint '{path}': {type(err).__name__}: {err}") from None
+        raise CheckpointError(f"Cannot read prompt checkpoint '{path}': {load_failure(err)}") from None
     if isinstance(obj, dict) and obj.get("format") == PROMPT_FORMAT:
         version = obj.get("version")
         if not isinstance(version, int) or version > PROMPT_FORMAT_VERSION:

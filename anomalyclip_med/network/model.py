@@ -5,18 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP
-from PIL import Image
 from torch import nn
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.images import read_image, to_rgb
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, BackboneInfo, load_backbone
 from anomalyclip_med.network.checkpoint import (
     file_sha256,
@@ -28,7 +26,6 @@ from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
 from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
-from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, image_transform
 
 __all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"]
 
@@ -54,24 +51,23 @@ class AnomalyCLIPForward:
 
 @dataclass
 class AnomalyCLIPOutput:
-    """Scores of a batch.
+    """Scores of a batch: the image score and the anomaly map, and what :meth:`AnomalyCLIP.predict` was asked for.
 
     Attributes:
         image_score: (B,) probability of "abnormal" from the global feature, in [0, 1].
-        anomaly_map: (B, H, W) smoothed map divided by the number of map layers, in [0, 1].
-        smoothed_map: (B, H, W) Gaussian-smoothed sum of the layer maps (the reference's final map, 0..L).
-        combined_map: (B, H, W) un-smoothed sum of the layer maps.
-        layer_maps: (L, B, H, W) per-layer (abnormal + 1 - normal) / 2 maps.
-        image_probs: (B, 2) [normal, abnormal] probabilities.
+        anomaly_map: (B, H, W) Gaussian-smoothed sum of the layer maps divided by their number, in [0, 1] (times
+            the number of layers it is the reference's final map).
+        layer_maps: (L, B, H, W) per-layer (abnormal + 1 - normal) / 2 maps (``layer_maps=True``).
+        image_features: (B, E) global image features, unnormalised (``features=True``).
+        patch_features: per feature layer, (B, 1 + gh*gw, E) tokens, unnormalised, index 0 the class token
+            (``features=True``).
     """
 
     image_score: torch.Tensor
     anomaly_map: torch.Tensor
-    smoothed_map: torch.Tensor
-    combined_map: torch.Tensor
-    layer_maps: torch.Tensor
-    image_probs: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
+    layer_maps: torch.Tensor | None = None
+    image_features: torch.Tensor | None = None
+    patch_features: list[torch.Tensor] | None = None
 
 
 class AnomalyCLIP(nn.Module):
@@ -124,7 +120,6 @@ class AnomalyCLIP(nn.Module):
         preprocess_cfg = getattr(clip.visual, "preprocess_cfg", None) or {}
         self.mean = tuple(preprocess_cfg.get("mean", OPENAI_DATASET_MEAN))
         self.std = tuple(preprocess_cfg.get("std", OPENAI_DATASET_STD))
-        self._transform = image_transform(self.config.image_size, self.mean, self.std)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -244,23 +239,15 @@ class AnomalyCLIP(nn.Module):
         return self._text_features
 
     # ------------------------------------------------------------------ image side
-    def preprocess(self, images: Image.Image | str | os.PathLike | Sequence[Image.Image | str | os.PathLike]):
-        """
-        The reference preprocessing: images (PIL or paths; any mode, converted to RGB) -> (B, 3, S, S) tensor.
-        """
-        if isinstance(images, (Image.Image, str, os.PathLike)):
-            images = [images]
-        tensors = [self._transform(read_image(im) if not isinstance(im, Image.Image) else to_rgb(im)) for im in images]
-        return torch.stack(tensors)
-
     def _autocast(self):
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
 
-    def _as_batch(self, batch) -> torch.Tensor:
+    def _as_batch(self, batch: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(batch):
-            batch = self.preprocess(batch)
+            raise InputError(f"Expected a (B, 3, H, W) image tensor, got {type(batch).__name__}; image files are "
+                             "read by anomalyclip_med.inference.images2d.preprocess_images.")
         if batch.ndim == 3:
             batch = batch.unsqueeze(0)
         if batch.ndim != 4 or batch.shape[1] != 3:
@@ -294,27 +281,27 @@ class AnomalyCLIP(nn.Module):
         return AnomalyCLIPForward(image_logits, maps, global_features, patch_features)
 
     @torch.inference_mode()
-    def predict(self, batch, smooth: bool = True) -> AnomalyCLIPOutput:
+    def predict(
+        self, batch: torch.Tensor, smooth: bool = True, layer_maps: bool = False, features: bool = False
+    ) -> AnomalyCLIPOutput:
         """
-        Score a batch.
+        Score a batch: the image score and the anomaly map; per-layer maps and features only when asked for.
 
         Args:
-            batch: (B, 3, H, W) or (3, H, W) preprocessed tensor, or PIL images / image paths.
+            batch: (B, 3, H, W) or (3, H, W) normalised images.
             smooth: apply the Gaussian filter (sigma ``config.sigma``) to the summed map.
+            layer_maps: also return the per-layer maps.
+            features: also return the global and patch features.
         """
         images = self._as_batch(batch)
         fwd = self.forward(images, self.text_features())
-        probs = fwd.image_logits.softmax(dim=-1)
         layers = layer_anomaly_maps(fwd.similarity_maps)
         combined = layers.sum(dim=0)
         smoothed = gaussian_smooth(combined, self.config.sigma) if smooth else combined
-        anomaly = (smoothed / layers.shape[0]).clamp_(0, 1)
         return AnomalyCLIPOutput(
-            image_score=probs[:, 1],
-            anomaly_map=anomaly,
-            smoothed_map=smoothed,
-            combined_map=combined,
-            layer_maps=layers,
-            image_probs=probs,
-            extras={"image_features": fwd.image_features, "patch_features": fwd.patch_features},
+            image_score=fwd.image_logits.softmax(dim=-1)[:, 1],
+            anomaly_map=(smoothed / layers.shape[0]).clamp_(0, 1),
+            layer_maps=layers if layer_maps else None,
+            image_features=fwd.image_features if features else None,
+            patch_features=fwd.patch_features if features else None,
         )

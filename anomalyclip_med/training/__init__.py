@@ -1,17 +1,20 @@
-"""Training the object-agnostic prompts: the reference's objective, optimiser and a resumable loop."""
+"""
+Training the object-agnostic prompts: the reference's objective, optimiser and a resumable loop.
 
-from anomalyclip_med.training.loop import TrainResult, TrainSettings, find_checkpoints, train
-from anomalyclip_med.training.objective import compute_losses
-from anomalyclip_med.training.optim import make_optimizer
-from anomalyclip_med.training.run import TrainData, train_on_dataset
+Every public name of the submodules is exported here; each submodule is imported on first use.
+"""
 
-__all__ = [
-    "TrainData",
-    "TrainResult",
-    "TrainSettings",
-    "compute_losses",
-    "find_checkpoints",
-    "make_optimizer",
-    "train",
-    "train_on_dataset",
-]
+from anomalyclip_med._exports import lazy_exports
+
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "loop": (
+            "TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"
+        ),
+        "objective": ("PIXEL_WEIGHT", "compute_losses"),
+        "optim": ("LEARNING_RATE", "BETAS", "make_optimizer"),
+        "losses": ("FocalLoss", "dice_loss"),
+        "run": ("TrainData", "train_on_dataset"),
+    },
+)

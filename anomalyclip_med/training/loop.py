@@ -26,6 +26,7 @@ from tqdm import tqdm
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.errors import AnomalyCLIPMedError, CheckpointError, InputError
 from anomalyclip_med.io.writers import write_csv
+from anomalyclip_med.network.checkpoint import load_failure
 from anomalyclip_med.network.config import REFERENCE_SEED
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.objective import compute_losses
@@ -183,7 +184,8 @@ def _resume(
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"Cannot read checkpoint '{path}' to resume from: {type(err).__name__}: {err}") from None
+        raise CheckpointError(f"Cannot read checkpoint '{path}' to resume from: {load_failure(err)} Remove it to "
+                              "resume from the checkpoint before, or start a new --out folder.") from None
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in _STATE_KEYS):
         raise CheckpointError(
             f"'{path}' is a prompt file without training state; it cannot be resumed. Start a new run in another "

@@ -1,14 +1,18 @@
 """
 The reference's pixel losses: focal loss on the two-channel [normal, abnormal] probability maps and a binary
 Dice loss, with the same constants and reductions (so that trained prompts and logged numbers match).
+
+The Dice loss is MONAI's: ``DiceLoss(smooth_nr=1, smooth_dr=1)`` on a (B, 1, H, W) map is
+``1 - mean over images of (2 |X ∩ Y| + 1) / (|X| + |Y| + 1)``, the reference's formula.
 """
 
 from __future__ import annotations
 
 import torch
+from monai.losses import DiceLoss
 from torch import nn
 
-__all__ = ["FocalLoss", "BinaryDiceLoss"]
+__all__ = ["FocalLoss", "dice_loss"]
 
 
 class FocalLoss(nn.Module):
@@ -47,18 +51,7 @@ class FocalLoss(nn.Module):
         return (-torch.pow(1 - pt, self.gamma) * pt.log()).mean()
 
 
-class BinaryDiceLoss(nn.Module):
-    """
-    ``1 - mean over images of (2 |X ∩ Y| + 1) / (|X| + |Y| + 1)`` on soft maps, smoothing 1 as the reference.
-    """
-
-    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            probs: (B, H, W) probability map.
-            target: (B, H, W) binary mask.
-        """
-        n = target.shape[0]
-        x, y = probs.reshape(n, -1), target.reshape(n, -1)
-        dice = (2 * (x * y).sum(1) + 1) / (x.sum(1) + y.sum(1) + 1)
-        return 1 - dice.sum() / n
+def dice_loss() -> DiceLoss:
+    """The reference's soft binary Dice loss (smoothing 1 in numerator and denominator, mean over images) as
+    MONAI's ``DiceLoss``; call it on (B, 1, H, W) probability maps and masks."""
+    return DiceLoss(smooth_nr=1.0, smooth_dr=1.0)

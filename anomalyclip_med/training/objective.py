@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.training.losses import BinaryDiceLoss, FocalLoss
+from anomalyclip_med.training.losses import FocalLoss, dice_loss
 
 __all__ = ["PIXEL_WEIGHT", "compute_losses"]
 
@@ -15,7 +15,7 @@ __all__ = ["PIXEL_WEIGHT", "compute_losses"]
 PIXEL_WEIGHT = 4.0
 
 _focal = FocalLoss(gamma=2.0, smooth=1e-5)
-_dice = BinaryDiceLoss()
+_dice = dice_loss()
 
 
 def compute_losses(
@@ -56,6 +56,6 @@ def compute_losses(
         for maps in fwd.similarity_maps:
             maps = maps.float()
             focal = focal + _focal(maps, gt)
-            dice = dice + _dice(maps[:, 1], gt) + _dice(maps[:, 0], 1 - gt)
+            dice = dice + _dice(maps[:, 1:2], gt[:, None]) + _dice(maps[:, 0:1], 1 - gt[:, None])
     total = PIXEL_WEIGHT * (focal + dice) + image_loss
     return {"focal": focal, "dice": dice, "image": image_loss, "total": total}

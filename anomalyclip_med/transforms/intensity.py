@@ -149,7 +149,7 @@ class IntensityPreset(Transform):
       air in Hounsfield units gives; otherwise ``mri``.
 
     The modality and body part are read from ``img.meta["modality"]``/``["body_part"]`` (set by
-    :class:`anomalyclip_med.io.scans.LoadScan`) or passed to :meth:`choose`. The choice is stored as a dict in
+    :class:`anomalyclip_med.transforms.io.LoadScan`) or passed to :meth:`choose`. The choice is stored as a dict in
     the output's ``meta["intensity_preset"]`` when the input is a ``MetaTensor``.
 
     Args:
