@@ -15,7 +15,8 @@ from anomalyclip_med.cli.options import (
     scoring_options_from_args,
 )
 from anomalyclip_med.data import DATASETS
-from anomalyclip_med.evaluation.run import MANIFEST, BenchmarkOptions, CohortOptions, evaluate
+from anomalyclip_med.evaluation.run import COHORT_RESUME, MANIFEST, BenchmarkOptions, CohortOptions, evaluate
+from anomalyclip_med.inference.options import OutputOptions
 from anomalyclip_med.network.factory import ModelOptions
 
 
@@ -36,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=BenchmarkOptions.batch_size,
                    help="images (benchmark) or slices (manifest) per batch")
-    add_batch_options(p, resume_default=True)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=True, help="no progress bar")
+    add_batch_options(p, resume=COHORT_RESUME)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
+                   help="no progress bar")
     p.add_argument("--seed", type=int, default=ModelOptions.seed, help="torch seed before building the model (makes "
                    "a random test backbone the same in every process)")
     g = p.add_argument_group("benchmark datasets")

@@ -94,9 +94,10 @@ def scoring_options_from_args(args: argparse.Namespace) -> ScoringOptions:
     )
 
 
-def add_batch_options(g: argparse._ActionsContainer, resume_default: bool = False) -> None:
+def add_batch_options(g: argparse._ActionsContainer, resume: str = BatchOptions.resume) -> None:
     """Case naming and what to do with existing outputs (``score``, ``evaluate --dataset manifest``); see
-    :class:`BatchOptions`."""
+    :class:`BatchOptions` (``resume``: the command's default mode)."""
+    resume_default = resume == "continue"
     g.add_argument("--case-name", default=BatchOptions.case_name, choices=CASE_NAMING,
                    help="how cases are named in outputs, logs and reports: 'stem' (file stem or DICOM series folder, "
                    "parent folders added where names collide; default), 'parent' (parent folder + stem), "

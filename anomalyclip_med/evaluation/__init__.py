@@ -16,7 +16,7 @@ __all__, __getattr__ = lazy_exports(
         "curves": ("CURVE_POINTS", "curve_points"),
         "manifest": ("CohortCase", "read_manifest"),
         "plots": ("plot_roc", "plot_pr", "plot_score_histogram", "plot_montage"),
-        "run": ("MANIFEST", "RUN_INFO", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"),
+        "run": ("MANIFEST", "RUN_INFO", "COHORT_RESUME", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"),
         "tables": ("METRIC_COLUMNS", "finite_or_none", "table_rows", "write_metric_tables"),
         "volumes": ("read_volume", "on_grid", "volume_array"),
     },

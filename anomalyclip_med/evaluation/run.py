@@ -30,10 +30,11 @@ from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.lock import FolderLock
 from anomalyclip_med.utils.paths import check_outputs
 
-__all__ = ["MANIFEST", "RUN_INFO", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"]
+__all__ = ["MANIFEST", "RUN_INFO", "COHORT_RESUME", "BenchmarkOptions", "CohortOptions", "run_benchmark", "run_cohort", "evaluate"]
 
 MANIFEST = "manifest"  # the ``dataset`` value of a cohort manifest (CSV or MONAI datalist JSON)
 RUN_INFO = "run.json"
+COHORT_RESUME = "continue"  # a cohort reuses its finished cases unless told to overwrite (``--continue`` is implied)
 
 
 @dataclass
