@@ -26,25 +26,38 @@ from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.training.loop import TrainResult, TrainSettings
 from anomalyclip_med.training.run import TrainData, train_on_dataset
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
-__all__ = ["default_prompts", "scan_cases", "resume_mode", "preflight", "run_batch", "build_model", "evaluate", "train",
-           "as_bool"]
+__all__ = ["default_prompts", "default_weights_dir", "scan_cases", "resume_mode", "preflight", "run_batch", "build_model",
+           "evaluate", "train", "as_bool"]
 
 T = TypeVar("T")
-_FIX = "(bundle overrides: --backbone_weights PATH, --prompts PATH)"
+_FIX = "(bundle overrides: --backbone_weights PATH, --prompts NAME_OR_PATH, --weights_dir DIR)"
+# the bundle's names for the options an offline error points to
+_BUNDLE_FLAGS = {"backbone": "--backbone_weights", "prompts": "--prompts", "weights_dir": "--weights_dir"}
 
 
-def default_prompts(bundle_root: str | os.PathLike) -> str | None:
-    """The packaged prompts ``models/model.pt`` of a bundle (see ``anomalyclip-med export-bundle``), if present."""
+def default_prompts(bundle_root: str | os.PathLike) -> str:
+    """The bundle's own prompts ``models/model.pt`` (see ``anomalyclip-med export-bundle``) when present, else the
+    named default (``mvtec-trained``: fetched, verified and cached on first use)."""
     path = Path(bundle_root) / "models" / "model.pt"
-    return str(path) if path.is_file() else None
+    return str(path) if path.is_file() else DEFAULT_PROMPTS
+
+
+def default_weights_dir(bundle_root: str | os.PathLike) -> str | None:
+    """The bundle's ``models`` folder, where ``large_files.yml`` puts the weights (and where ``anomalyclip-med
+    fetch-weights --dest`` can put them), if it exists: searched before the cache."""
+    path = Path(bundle_root) / "models"
+    return str(path) if path.is_dir() else None
 
 
 def _user_errors(call: Callable[[], T], hint: str = "") -> T:
     try:
         return call()
+    except WeightsUnavailableError as err:  # one line naming each missing file with the bundle's overrides
+        raise SystemExit(f"error: {err.describe(_BUNDLE_FLAGS)}") from None
     except AnomalyCLIPMedError as err:
-        raise SystemExit(f"error: {err}" + (f"\n{hint}" if hint else "")) from None
+        raise SystemExit(f"error: {err}" + (f" {hint}" if hint else "")) from None
 
 
 def scan_cases(
@@ -120,8 +133,8 @@ def _check_known(values: dict[str, Any], *classes: type) -> None:
 
 def build_model(**options: Any) -> AnomalyCLIP:
     """The model as every face builds it: keyword options are :class:`ModelOptions` fields (``backbone``,
-    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``image_size``, ``device`` ("auto"), ``precision``,
-    ``seed``)."""
+    ``backbone_weights`` (``"none"`` = random), ``prompts``, ``weights_dir``, ``feature_layers``, ``map_layers``,
+    ``image_size``, ``device`` ("auto"), ``precision``, ``seed``)."""
 
     def build() -> AnomalyCLIP:
         _check_known(options, ModelOptions)

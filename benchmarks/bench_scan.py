@@ -76,7 +76,8 @@ def child(cfg: dict) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AnomalyCLIP.from_pretrained(backbone=cfg["backbone"], backbone_weights=None, image_size=cfg["size"],
-                                            device=cfg["device"], precision=cfg["precision"])
+                                            device=cfg["device"], precision=cfg["precision"],
+                                            prompts="untrained")
     cuda = cfg["device"].startswith("cuda")
     rss_model = _rss_mib()
     start = time.perf_counter()

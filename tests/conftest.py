@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def tiny_model(image_size: int = 56, **kwargs) -> AnomalyCLIP:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        kwargs.setdefault("prompts", "untrained")
         return AnomalyCLIP.from_pretrained(
             backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=image_size, **kwargs
         )
@@ -46,3 +48,14 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """Environment of a machine without internet and with empty caches, deterministically: every download URL
+    points at a local port nobody listens on (connections refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"ANOMALYCLIP_MED_URL_BASE": f"http://127.0.0.1:{port}", "ANOMALYCLIP_MED_CACHE": str(tmp_path / "cache"),
+            "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+            "HF_ENDPOINT": "https://127.0.0.1"}

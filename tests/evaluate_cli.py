@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import TESTS, TINY_CLIP_JSON
 
 REPO = TESTS.parent
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56"]
 
 
 def evaluate_command(*args, nproc: int = 1) -> list[str]:

@@ -15,7 +15,7 @@ from open_clip.model import CLIP
 from anomalyclip_med import AnomalyCLIP
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
 from anomalyclip_med.network.backbone import SourceKind, load_backbone, parse_backbone_source
-from conftest import FIXTURE_A, TESTS, TINY_CLIP_JSON, needs_fixture_a
+from conftest import FIXTURE_A, TESTS, TINY_CLIP_JSON, needs_fixture_a, offline_env
 
 REPO = TESTS.parent
 TINY_CFG = json.loads(TINY_CLIP_JSON.read_text())
@@ -104,7 +104,8 @@ def test_a_backbone_whose_blocks_dpam_cannot_run_is_refused(tmp_path):
         load_backbone(str(config), weights)
     proc = subprocess.run(
         [sys.executable, "-m", "anomalyclip_med", "predict", str(TESTS.parent / "examples" / "images"), "--out",
-         str(tmp_path / "out"), "--backbone", str(config), "--backbone-weights", str(weights), "--image-size", "56"],
+         str(tmp_path / "out"), "--backbone", str(config), "--backbone-weights", str(weights), "--prompts", "untrained",
+         "--image-size", "56"],
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=300,
     )
     assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "CustomResidualAttentionBlock" in proc.stderr
@@ -168,19 +169,22 @@ def test_image_size_must_be_multiple_of_patch():
     from anomalyclip_med.errors import InputError
 
     with pytest.raises(InputError, match="multiple of the backbone's patch size 14"):
-        AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=50)
+        AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=50,
+                                    prompts="untrained")
 
 
 def test_default_weights_offline_stop_at_once_with_the_fix(tmp_path):
     """The main job on a fresh offline machine: a clear message naming the file and the flag, nothing written."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"), XDG_CACHE_HOME=str(tmp_path / "c"),
-               HF_ENDPOINT="https://127.0.0.1")  # an endpoint that refuses connections: offline, deterministically
+    env = dict(os.environ, PYTHONPATH=str(REPO), **offline_env(tmp_path))
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "anomalyclip_med", "predict", str(REPO / "examples" / "images"), "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "ViT-L-14-336px.pt" in proc.stderr and "--backbone-weights" in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    for needed in ("ViT-L-14-336px.pt", "anomalyclip_mvtec-trained.pth", "--backbone-weights", "--prompts",
+                   "--weights-dir"):
+        assert needed in line
     assert "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())

@@ -19,8 +19,9 @@ from scan_data import save_nifti, synthetic_head_ct, write_dicom_series
 
 REPO = TESTS.parent
 BUNDLE = REPO / "bundles" / "anomalyclip_zeroshot"
-TINY_CLI = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56", "--no-progress"]
-TINY_BUNDLE = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--image_size", "56",
+TINY_CLI = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56",
+            "--no-progress"]
+TINY_BUNDLE = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--prompts", "untrained", "--image_size", "56",
                "--progress", "false", "--device", "cpu"]
 SHAPE = (20, 18, 8)
 

@@ -19,7 +19,8 @@ from conftest import TESTS, TINY_CLIP_JSON
 from scan_data import save_nifti, synthetic_head_ct, write_dicom_series
 
 REPO = TESTS.parent
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56", "--no-progress"]
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56",
+        "--no-progress"]
 SHAPE = (20, 18, 8)
 OUTPUT_SUFFIXES = ("_anomaly_map.nii.gz", "_anomaly_seg.nii.gz", "_overlay.png", "_scores.json")
 

@@ -17,12 +17,13 @@ import SimpleITK as sitk
 import torch
 
 from anomalyclip_med import AnomalyCLIP
-from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data
+from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data, offline_env
 
 REPO = TESTS.parent
 BUNDLE = REPO / "bundles" / "anomalyclip_zeroshot"
 CONFIGS = BUNDLE / "configs"
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--image_size", "56"]
+TINY_NET = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--image_size", "56"]
+TINY = [*TINY_NET, "--prompts", "untrained"]
 
 
 def _bundle(*args, env_extra=None, cmd=("-m", "monai.bundle")):
@@ -100,8 +101,8 @@ def test_inference_on_synthetic_oblique_scan_matches_score_command(tmp_path):
     # the bundle runs the same code as the score command: identical maps and scores
     cli_out = tmp_path / "cli"
     cli = _bundle("score", data / "oblique.nii.gz", "--out", cli_out, "--backbone", TINY_CLIP_JSON,
-                  "--backbone-weights", "none", "--image-size", "56", "--threshold", "0.3", "--batch-size", "3",
-                  "--preset", "mri", "--device", "cpu", cmd=("-m", "anomalyclip_med"))
+                  "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56", "--threshold", "0.3",
+                  "--batch-size", "3", "--preset", "mri", "--device", "cpu", cmd=("-m", "anomalyclip_med"))
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert np.allclose(np.asarray(nib.load(cli_out / "oblique_anomaly_map.nii.gz").dataobj), m, atol=1e-6)
     assert json.loads((cli_out / "oblique_scores.json").read_text())["slice_scores"] == report["slice_scores"]
@@ -121,14 +122,16 @@ def test_inference_on_real_anisotropic_volume(tmp_path):
 
 
 def test_main_job_offline_stops_at_start_with_the_fix(tmp_path):
-    """The README's main job on a fresh offline machine: one clear error naming the file and the override."""
-    offline = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-               "HF_ENDPOINT": "https://127.0.0.1"}  # refuses connections: offline, deterministically
+    """The README's main job on a fresh offline machine: one error line naming each missing file, its URL and the
+    overrides or folder that provide it."""
     proc = _bundle("run", "--config_file", CONFIGS / "inference.json", "--bundle_root", BUNDLE,
-                   "--output_dir", tmp_path / "out", env_extra=offline)
+                   "--output_dir", tmp_path / "out", env_extra=offline_env(tmp_path))
     assert proc.returncode != 0
-    assert "error:" in proc.stderr and "ViT-L-14-336px.pt" in proc.stderr and "--backbone_weights" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    for needed in ("ViT-L-14-336px.pt", "anomalyclip_mvtec-trained.pth", "http://127.0.0.1:", "--backbone_weights",
+                   "--prompts", "--weights_dir", "fetch-weights --dest"):
+        assert needed in line
+    assert proc.stderr.rstrip().endswith(line) and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
     missing = _run("inference.json", "--output_dir", tmp_path / "out", "--backbone_weights", tmp_path / "nowhere.pt")
     assert missing.returncode != 0 and "nowhere.pt" in missing.stderr and "Traceback" not in missing.stderr
@@ -168,13 +171,14 @@ def test_train_one_short_epoch_gives_loadable_prompts(tmp_path):
     assert checkpoint.is_file() and (out / "train_log.csv").is_file()
     model = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56,
                                         prompts=checkpoint)
-    fresh = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56)
+    fresh = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56,
+                                        prompts="untrained")
     assert not torch.equal(model.prompt_learner.ctx_neg, fresh.prompt_learner.ctx_neg)  # it trained
 
 
 def test_export_packages_bundle_with_prompts(tmp_path):
-    prompts = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None,
-                                          image_size=56).save_prompts(tmp_path / "prompts.pt")
+    prompts = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56,
+                                          prompts="untrained").save_prompts(tmp_path / "prompts.pt")
     archive = tmp_path / "anomalyclip_zeroshot.zip"
     proc = _bundle("export-bundle", "--bundle", BUNDLE, "--prompts", prompts, "--out", archive,
                    cmd=("-m", "anomalyclip_med"))
@@ -183,13 +187,14 @@ def test_export_packages_bundle_with_prompts(tmp_path):
         names = set(z.namelist())
         assert {"anomalyclip_zeroshot/configs/metadata.json", "anomalyclip_zeroshot/configs/inference.json",
                 "anomalyclip_zeroshot/models/model.pt", "anomalyclip_zeroshot/docs/README.md",
-                "anomalyclip_zeroshot/LICENSE", "anomalyclip_zeroshot/large_files.yml"} <= names
+                "anomalyclip_zeroshot/LICENSE", "anomalyclip_zeroshot/THIRD_PARTY_NOTICES",
+                "anomalyclip_zeroshot/large_files.yml"} <= names
         z.extractall(tmp_path / "unpacked")
     unpacked = tmp_path / "unpacked" / "anomalyclip_zeroshot"
     assert not any(re.search(r"(^|/)(output|eval)/", n) for n in names)
     # the packaged bundle runs with its own prompts by default
     proc = _bundle("run", "--config_file", unpacked / "configs" / "inference.json", "--bundle_root", unpacked,
-                   "--output_dir", tmp_path / "o", *TINY)
+                   "--output_dir", tmp_path / "o", *TINY_NET)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "o" / "phantom_lesion_scores.json").read_text())
     assert report["model"]["prompts"]["trained"] is True

@@ -15,7 +15,7 @@ from anomalyclip_med.inference.images2d import output_names
 from conftest import TESTS, TINY_CLIP_JSON
 
 REPO = TESTS.parent
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56"]
 
 
 def _run(*args):

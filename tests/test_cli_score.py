@@ -14,7 +14,8 @@ from conftest import TESTS, TINY_CLIP_JSON
 from scan_data import oblique_affine, save_nifti, synthetic_head_ct
 
 REPO = TESTS.parent
-TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56", "--no-progress"]
+TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56",
+        "--no-progress"]
 
 
 def _score(*args):

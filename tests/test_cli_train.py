@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import synthetic_trees as trees
+from anomalyclip_med import AnomalyCLIP
 from anomalyclip_med.cli.main import main
 from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data
 
@@ -32,24 +33,32 @@ def _main(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_train_then_resume(tmp_path):
+def test_train_then_resume(tmp_path, capsys):
     root = trees.mvtec(tmp_path / "mvtec")
     out = tmp_path / "out"
-    proc = _run("--data", root, "--format", "mvtec", "--out", out, "--epochs", "2", "--batch-size", "4", "--csv-log")
+    # the authors' train.sh protocol: patch features (and pixel losses) of the last layer only
+    proc = _run("--data", root, "--format", "mvtec", "--out", out, "--epochs", "2", "--batch-size", "4", "--csv-log",
+                "--feature-layers", "4")
     assert proc.returncode == 0, proc.stderr
     assert "training on 10 images (6 anomalous)" in proc.stdout and "pixel and image losses" in proc.stdout
     assert "RANDOM" in proc.stdout
     assert "epoch [1/2]" in proc.stderr and "epoch [2/2]" in proc.stderr  # per-epoch loss log
     assert sorted(p.name for p in out.iterdir()) == ["epoch_1.pth", "epoch_2.pth", "train_log.csv"]
 
+    code, _, err = _main(capsys, "--data", root, "--format", "mvtec", "--out", out, "--epochs", "3", "--batch-size",
+                         "4", "--csv-log", "--resume")  # resuming with other layers is refused
+    assert code == 2 and "feature layers [4]" in err and "--feature-layers" in err
     proc = _run("--data", root, "--format", "mvtec", "--out", out, "--epochs", "3", "--batch-size", "4", "--csv-log",
-                "--resume")
+                "--resume", "--feature-layers", "4")
     assert proc.returncode == 0, proc.stderr
     assert "Resuming after epoch 2" in proc.stderr and f"prompts: {out / 'epoch_3.pth'}" in proc.stdout
     rows = list(csv.DictReader((out / "train_log.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     ckpt = torch.load(out / "epoch_3.pth", weights_only=True)
     assert ckpt["training"]["run"] == {"format": "mvtec", "root": str(root), "split": "test"}
+    assert ckpt["config"]["feature_layers"] == [4] and ckpt["config"]["map_layers"] == [4]  # recorded, and used:
+    assert AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56,
+                                       prompts=out / "epoch_3.pth").feature_layers == (4,)
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, capsys):

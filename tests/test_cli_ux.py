@@ -18,7 +18,8 @@ from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON
 from scan_data import oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 
 REPO = TESTS.parent
-TINY_MODEL = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
+TINY_MODEL = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained",
+              "--image-size", "56"]
 TINY = [*TINY_MODEL, "--no-progress"]
 BRATS_FLAIR = SHARED_DATA / "volumes" / "brats2018" / "case_0" / "FLAIR.nii.gz"
 
@@ -137,7 +138,8 @@ def test_bundle_masks_the_body_quietly_and_obeys_its_overrides(tmp_path):
     scans.mkdir()
     head = synthetic_head_ct(shape=(32, 28, 12))
     save_nifti(head, np.eye(4), scans / "head.nii.gz")
-    tiny = ["--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--image_size", "56", "--device", "cpu"]
+    tiny = ["--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--prompts", "untrained", "--image_size", "56",
+            "--device", "cpu"]
     maps = {}
     for name, extra in (("masked", []), ("raw", ["--body_mask", "False", "--verbose", "true"])):
         proc = _bundle_run("inference.json", "--dataset_dir", scans, "--output_dir", tmp_path / name, *tiny, *extra)

@@ -15,6 +15,7 @@ from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.training.loop import TrainSettings
+from anomalyclip_med.training.run import TRAIN_PROMPTS
 from conftest import TESTS, TINY_CLIP_JSON
 
 PACKAGE = TESTS.parent / "anomalyclip_med"
@@ -80,10 +81,14 @@ def test_command_line_defaults_are_the_dataclass_defaults(command):
     checked = 0
     for cls in classes:
         for f in dataclasses.fields(cls):
-            if f.name in defaults and not (command == "train" and cls is ModelOptions and f.name == "seed"):
+            # training has its own seed and starts from its own prompts (TRAIN_PROMPTS: untrained, as the paper)
+            own = command == "train" and cls is ModelOptions and f.name in ("seed", "prompts")
+            if f.name in defaults and not own:
                 assert defaults[f.name] == f.default, (command, cls.__name__, f.name)
                 checked += 1
     assert checked >= 6
+    if command == "train":
+        assert defaults["prompts"] == TRAIN_PROMPTS == "untrained"
 
 
 def test_command_line_writes_no_default_of_its_own():
@@ -105,11 +110,12 @@ def test_model_options_validate_and_default_to_auto_device():
                       ({"image_size": 3.5}, "image_size")):
         with pytest.raises(InputError, match=rf"Invalid model option {name}="):
             ModelOptions(**bad)
-    assert ModelOptions(backbone="", prompts="").backbone is None  # "" from a config means "not set"
+    unset = ModelOptions(backbone="", prompts="")  # "" from a config means "not set": the default
+    assert unset.backbone is None and unset.prompts == "mvtec-trained"
 
 
 def test_create_model_with_auto_device_seeds_the_random_backbone():
-    options = ModelOptions(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_size=56)
+    options = ModelOptions(backbone=str(TINY_CLIP_JSON), backbone_weights="none", prompts="untrained", image_size=56)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a, b = create_model(options), create_model(options)

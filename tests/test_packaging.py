@@ -21,7 +21,7 @@ def test_wheel_and_sdist_carry_the_licence_and_allow_todays_torch(tmp_path):
     # build from a copy: building writes build/ and *.egg-info next to pyproject.toml
     src = tmp_path / "src"
     shutil.copytree(REPO / "anomalyclip_med", src / "anomalyclip_med", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "THIRD_PARTY_NOTICES"):
         shutil.copy(REPO / name, src / name)
     out = tmp_path / "dist"
     # the PEP 517 hooks pip and `python -m build` call, with this environment's setuptools (>= 77, as pyproject asks)
@@ -39,6 +39,10 @@ def test_wheel_and_sdist_carry_the_licence_and_allow_todays_torch(tmp_path):
         names = whl.namelist()
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         assert whl.read(f"{info}/licenses/LICENSE").decode("utf-8") == licence
+        # the authors' MIT notice (and OpenAI's) for what the package reimplements and downloads
+        notices = whl.read(f"{info}/licenses/THIRD_PARTY_NOTICES").decode("utf-8")
+        assert notices == (REPO / "THIRD_PARTY_NOTICES").read_text(encoding="utf-8")
+        assert "Copyright (c) 2024 Qihang Zhou" in notices
         metadata = whl.read(f"{info}/METADATA").decode("utf-8")
     assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
     requires = {r.name: r for r in map(Requirement, (line.split(": ", 1)[1] for line in metadata.splitlines()

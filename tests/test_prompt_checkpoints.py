@@ -94,7 +94,8 @@ def test_missing_prompt_file(tmp_path):
 
 def test_fresh_prompts_are_seeded_and_announced():
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        a = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56)
+        a = AnomalyCLIP.from_pretrained(backbone=str(TINY_CLIP_JSON), backbone_weights=None, image_size=56,
+                                        prompts="untrained")
     b = tiny_model()
     c = tiny_model(config=AnomalyCLIPConfig(seed=5, image_size=56))
     assert torch.equal(a.prompt_learner.ctx_pos, b.prompt_learner.ctx_pos)

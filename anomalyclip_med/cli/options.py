@@ -12,13 +12,15 @@ from anomalyclip_med.io.cases import CASE_NAMING
 from anomalyclip_med.network.factory import ModelOptions
 from anomalyclip_med.network.model import PRECISIONS
 from anomalyclip_med.transforms.intensity import PRESETS
+from anomalyclip_med.weights import CACHE_ENV, DEFAULT_PROMPTS, UNTRAINED, WEIGHTS_DIR_ENV
 
 __all__ = ["add_model_options", "model_options_from_args", "add_scan_options", "scoring_options_from_args",
            "add_batch_options", "batch_options_from_args"]
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The flags of :class:`ModelOptions` (``--seed`` is a command's own flag where it has one)."""
+def add_model_options(parser: argparse.ArgumentParser, prompts: str = ModelOptions.prompts) -> None:
+    """The flags of :class:`ModelOptions` (``--seed`` is a command's own flag where it has one); ``prompts`` is the
+    command's default for ``--prompts`` (``train`` starts from untrained prompts, as the paper)."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--backbone",
@@ -29,12 +31,23 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backbone-weights",
         default=ModelOptions.backbone_weights,
-        help=f"open_clip pretrained tag (default '{ModelOptions.backbone_weights}', downloaded by open_clip), a "
-        "weights file (OpenAI .pt TorchScript or state dict, open_clip checkpoint), or 'none' for RANDOM weights "
-        "(tests only)",
+        help=f"open_clip pretrained tag (default '{ModelOptions.backbone_weights}': for ViT-L-14-336 OpenAI's file, "
+        "downloaded, verified and cached on first use; other tags through open_clip), a weights file (OpenAI .pt "
+        "TorchScript or state dict, open_clip checkpoint), or 'none' for RANDOM weights (tests only)",
     )
-    g.add_argument("--prompts", default=ModelOptions.prompts, help="prompt checkpoint (authors' or anomalyclip_med "
-                   "format); default: freshly initialised UNTRAINED prompts")
+    g.add_argument("--prompts", default=prompts,
+                   help=f"'{DEFAULT_PROMPTS}' (the authors' prompts trained on MVTec AD, for medical data; downloaded, "
+                   "verified and cached on first use), 'visa-trained' (theirs trained on VisA, for MVTec AD), a prompt "
+                   f"checkpoint file (authors' or anomalyclip_med format), or '{UNTRAINED}' (fresh, seeded prompts); "
+                   f"default {prompts}")
+    g.add_argument("--weights-dir", default=ModelOptions.weights_dir, metavar="DIR",
+                   help="folder written by 'anomalyclip-med fetch-weights --dest DIR' (air-gapped machines), searched "
+                   f"before the cache (also ${WEIGHTS_DIR_ENV}; cache: ${CACHE_ENV}, default ~/.cache/anomalyclip_med)")
+    g.add_argument("--feature-layers", type=int, nargs="+", default=ModelOptions.feature_layers, metavar="N",
+                   help="visual layers (1-based) whose patch features are used: default the paper's 6 12 18 24 "
+                   "(scaled to the backbone's depth); 24 alone is the authors' train.sh/test.sh protocol")
+    g.add_argument("--map-layers", type=int, nargs="+", default=ModelOptions.map_layers, metavar="N",
+                   help="which feature layers are summed into the anomaly map (-1: the deepest); default all")
     g.add_argument("--image-size", type=int, default=ModelOptions.image_size, help="network input size, a multiple "
                    "of the patch size (default 518)")
     g.add_argument("--device", default=ModelOptions.device,
@@ -50,6 +63,7 @@ def model_options_from_args(args: argparse.Namespace) -> ModelOptions:
     """:class:`ModelOptions` from :func:`add_model_options`'s flags (and the command's ``--seed``, if any)."""
     return ModelOptions(
         backbone=args.backbone, backbone_weights=args.backbone_weights, prompts=args.prompts,
+        weights_dir=args.weights_dir, feature_layers=args.feature_layers, map_layers=args.map_layers,
         image_size=args.image_size, device=args.device, precision=args.precision,
         compile_network=args.compile_network, seed=getattr(args, "seed", ModelOptions.seed),
     )

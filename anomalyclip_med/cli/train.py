@@ -8,7 +8,7 @@ import sys
 from anomalyclip_med.cli.options import add_model_options, model_options_from_args
 from anomalyclip_med.data import DATASETS
 from anomalyclip_med.training.loop import TrainSettings
-from anomalyclip_med.training.run import TrainData, train_on_dataset
+from anomalyclip_med.training.run import TRAIN_PROMPTS, TrainData, train_on_dataset
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="write TensorBoard scalars to --out/tensorboard")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=TrainSettings.progress,
                    help="no progress bars")
-    add_model_options(p)
+    add_model_options(p, prompts=TRAIN_PROMPTS)
     p.set_defaults(func=run)
 
 

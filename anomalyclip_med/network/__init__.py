@@ -16,7 +16,7 @@ __all__, __getattr__ = lazy_exports(
         ),
         "checkpoint": (
             "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
-            "save_prompt_checkpoint", "file_sha256"
+            "save_prompt_checkpoint", "file_sha256", "load_failure"
         ),
         "config": ("REFERENCE_SEED", "AnomalyCLIPConfig"),
         "factory": ("RANDOM_WEIGHTS", "ModelOptions", "resolve_device", "create_model"),

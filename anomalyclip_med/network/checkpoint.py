@@ -76,9 +76,9 @@ def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(
-            f"Prompt checkpoint '{path}' does not exist. Pass a trained prompt file with --prompts (the authors' "
-            "released 9_12_4_multiscale*/epoch_15.pth, or one written by 'anomalyclip-med train'), or leave "
-            "--prompts out to use freshly initialised (untrained) prompts."
+            f"Prompt checkpoint '{path}' does not exist. Pass --prompts mvtec-trained or visa-trained (the "
+            "authors' released prompts, fetched on first use), a prompt file (e.g. one written by 'anomalyclip-med "
+            "train'), or --prompts untrained for freshly initialised prompts."
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

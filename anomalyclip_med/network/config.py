@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from anomalyclip_med.errors import InputError
+
 __all__ = ["REFERENCE_SEED", "AnomalyCLIPConfig"]
 
 # the reference seeds everything with this value (its setup_seed(111)): the prompt initialisation and training
@@ -22,11 +24,14 @@ class AnomalyCLIPConfig:
         depth: deep compound prompt depth; text layers 2..depth get ``t_n_ctx`` learned tokens each.
         t_n_ctx: learned tokens inserted after the start token in each deep text layer.
         feature_layers: 1-based visual layers whose V-V tokens give patch features; ``None`` scales the
-            paper's (6, 12, 18, 24) to the backbone depth (quarters of the depth).
+            paper's (6, 12, 18, 24) to the backbone depth (quarters of the depth). The authors' scripts
+            (``train.sh``/``test.sh``, ``--features_list 24``) use ``(24,)``; their ``test.py`` default is
+            ``(6, 12, 18, 24)``.
         dpam_layers: how many of the last visual layers run the dual (DPAM) path; ``None`` scales the
             paper's 19 of 24 (the reference's ``DPAM_layer=20``) to the backbone depth.
-        map_layers: indices into ``feature_layers`` whose maps are summed into the anomaly map;
-            ``None`` uses all of them (the paper), ``(-1,)`` only the last (the authors' other variant).
+        map_layers: which of the ``feature_layers`` (1-based layer numbers) give the maps summed into the
+            anomaly map and trained by the pixel losses; negative values count from the deepest feature layer
+            (``-1``: the deepest). ``None`` uses all of them (the paper); ``(24,)`` or ``(-1,)`` only the last.
         sigma: Gaussian smoothing of the summed map, in pixels (scipy ``gaussian_filter``, reflect border).
         temperature: softmax temperature of the cosine similarities.
         seed: seed of the fresh prompt initialisation when no prompt checkpoint is given.
@@ -57,7 +62,18 @@ class AnomalyCLIPConfig:
         layers = self.feature_layers or tuple(max(1, round(n_layers * k / 4)) for k in range(1, 5))
         bad = [i for i in layers if not 1 <= i <= n_layers]
         if bad:
-            raise ValueError(f"feature_layers {layers} out of range for a visual tower with {n_layers} layers.")
+            raise InputError(f"feature_layers {list(layers)} out of range: the visual tower has layers 1..{n_layers}.")
+        return tuple(sorted(set(layers)))
+
+    def resolved_map_layers(self, feature_layers: tuple[int, ...]) -> tuple[int, ...]:
+        """Map layers as layer numbers among ``feature_layers`` (ascending)."""
+        if not self.map_layers:
+            return feature_layers
+        layers = [feature_layers[i] if -len(feature_layers) <= i < 0 else i for i in self.map_layers]
+        bad = [i for i in layers if i not in feature_layers]
+        if bad:
+            raise InputError(f"map_layers {list(self.map_layers)}: layer(s) {bad} are not among the feature layers "
+                             f"{list(feature_layers)}; a map needs that layer's patch features.")
         return tuple(sorted(set(layers)))
 
     def resolved_dpam_layers(self, n_layers: int) -> int:

@@ -12,6 +12,7 @@ import torch
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS
 from anomalyclip_med.network.model import PRECISIONS, AnomalyCLIP
+from anomalyclip_med.weights import DEFAULT_PROMPTS
 
 __all__ = ["RANDOM_WEIGHTS", "ModelOptions", "resolve_device", "create_model"]
 
@@ -29,7 +30,13 @@ class ModelOptions:
             OpenAI-format weights file, else ``ViT-L-14-336``].
         backbone_weights: open_clip pretrained tag, a weights file, or ``"none"``/``"random"`` for RANDOM weights
             (tests only) ["openai"].
-        prompts: prompt checkpoint (the authors' or this package's format) [None: fresh, UNTRAINED prompts].
+        prompts: ``"mvtec-trained"`` (the authors' prompts trained on MVTec AD, fetched and cached on first use),
+            ``"visa-trained"``, a prompt checkpoint file (the authors' or this package's format), or ``"untrained"``
+            (fresh prompts: scores not meaningful) ["mvtec-trained"].
+        weights_dir: a folder written by ``anomalyclip-med fetch-weights``, searched before the cache [None].
+        feature_layers: visual layers (1-based) whose patch features are used [None: 6 12 18 24, scaled to the
+            depth; the prompt file's when it records them]. ``(24,)``: the authors' scripts' protocol.
+        map_layers: which feature layers are summed into the map (negative: from the deepest) [None: all].
         image_size: network input side, a multiple of the patch size [None: the checkpoint's or 518].
         device: torch device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ... ["auto"].
         precision: autocast dtype of the image tower: ``fp32``, ``bf16`` or ``fp16`` ["fp32"].
@@ -45,7 +52,10 @@ class ModelOptions:
 
     backbone: str | None = None
     backbone_weights: str | None = DEFAULT_WEIGHTS
-    prompts: str | None = None
+    prompts: str = DEFAULT_PROMPTS
+    weights_dir: str | None = None
+    feature_layers: tuple[int, ...] | None = None
+    map_layers: tuple[int, ...] | None = None
     image_size: int | None = None
     device: str = "auto"
     precision: str = "fp32"
@@ -55,9 +65,17 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         # config files and command lines give "" or null for "not set": both mean the default
-        for name in ("backbone", "prompts", "cache_dir"):
+        for name in ("backbone", "weights_dir", "cache_dir"):
             value = getattr(self, name)
             setattr(self, name, None if value is None or str(value) == "" else str(value))
+        self.prompts = DEFAULT_PROMPTS if self.prompts is None or str(self.prompts) == "" else str(self.prompts)
+        for name in ("feature_layers", "map_layers"):
+            value = getattr(self, name)
+            if value is not None:
+                layers = [value] if isinstance(value, int) else list(value)
+                if not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+                    raise InputError(f"Invalid model option {name}={value!r}: a list of layer numbers, e.g. [24].")
+                setattr(self, name, tuple(layers))
         if self.backbone_weights is not None:
             self.backbone_weights = str(self.backbone_weights)
         if self.precision not in PRECISIONS:
@@ -99,6 +117,9 @@ def create_model(options: ModelOptions | None = None) -> AnomalyCLIP:
         backbone=options.backbone,
         backbone_weights=None if options.random_weights else options.backbone_weights,
         prompts=options.prompts,
+        weights_dir=options.weights_dir,
+        feature_layers=options.feature_layers,
+        map_layers=options.map_layers,
         image_size=options.image_size,
         device=resolve_device(options.device),
         precision=options.precision,

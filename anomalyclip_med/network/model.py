@@ -14,7 +14,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP
 from torch import nn
 
-from anomalyclip_med.errors import InputError
+from anomalyclip_med.errors import CheckpointError, InputError
 from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, BackboneInfo, load_backbone
 from anomalyclip_med.network.checkpoint import (
     file_sha256,
@@ -26,6 +26,7 @@ from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
 from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
+from anomalyclip_med.weights import DEFAULT_PROMPTS, UNTRAINED, resolve_weights
 
 __all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"]
 
@@ -107,8 +108,8 @@ class AnomalyCLIP(nn.Module):
         n_layers = backbone_info.vision_layers
         self.feature_layers = self.config.resolved_feature_layers(n_layers)
         self.dpam_layers = self.config.resolved_dpam_layers(n_layers)
-        map_layers = self.config.map_layers or tuple(range(len(self.feature_layers)))
-        self.map_layers = tuple(i % len(self.feature_layers) for i in map_layers)
+        self.map_layers = self.config.resolved_map_layers(self.feature_layers)
+        self._map_indices = tuple(self.feature_layers.index(i) for i in self.map_layers)
         patch_grid(clip.visual, self.config.image_size, self.config.image_size)  # validates image_size early
         generator = torch.Generator().manual_seed(self.config.seed)
         self.prompt_learner = PromptLearner(
@@ -127,28 +128,37 @@ class AnomalyCLIP(nn.Module):
         cls,
         backbone: str | dict | os.PathLike | None = None,
         backbone_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
-        prompts: str | os.PathLike | None = None,
+        prompts: str | os.PathLike | None = DEFAULT_PROMPTS,
         image_size: int | None = None,
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         config: AnomalyCLIPConfig | None = None,
         cache_dir: str | None = None,
+        weights_dir: str | os.PathLike | None = None,
+        feature_layers: Sequence[int] | None = None,
+        map_layers: Sequence[int] | None = None,
         compile_network: bool = False,
     ) -> AnomalyCLIP:
         """
-        Build AnomalyCLIP from backbone weights and (optionally) a prompt checkpoint.
+        Build AnomalyCLIP from backbone weights and prompts.
 
         Args:
             backbone: open_clip model name or model config; ``None`` reads the architecture from an
                 OpenAI-format weights file, else uses ``ViT-L-14-336``.
             backbone_weights: open_clip pretrained tag, a weights file, or ``None`` for random weights (tests).
-            prompts: prompt checkpoint (the authors' format or this package's); ``None`` initialises fresh,
-                seeded prompts and warns that they are untrained.
+                ``"openai"`` on the default architecture is the registry's verified CLIP file (weights folder,
+                cache, else downloaded; see ``anomalyclip_med.weights``).
+            prompts: ``"mvtec-trained"`` (default: the authors' prompts trained on MVTec AD, fetched and cached on
+                first use), ``"visa-trained"``, a prompt checkpoint file (the authors' format or this package's),
+                or ``"untrained"`` (or ``None``): fresh, seeded prompts, with a warning that they are untrained.
             image_size: network input side; ``None`` takes ``config.image_size`` (518 by default).
             device: torch device.
             precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the image tower).
             config: network settings; by default the paper's, or those stored in a package prompt checkpoint.
-            cache_dir: open_clip download cache.
+            cache_dir: open_clip download cache (other open_clip tags).
+            weights_dir: a folder written by ``anomalyclip-med fetch-weights``, searched before the cache.
+            feature_layers: visual layers (1-based) whose patch features are computed (replaces the config's).
+            map_layers: which of those layers are summed into the anomaly map (replaces the config's).
             compile_network: ``torch.compile`` the image tower (opt-in, see the class).
         """
         device = torch.device(device)
@@ -156,36 +166,53 @@ class AnomalyCLIP(nn.Module):
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device={device} requested but CUDA is not available here; use device='cpu'.")
-        checkpoint = read_prompt_checkpoint(prompts) if prompts is not None else None
+        files = resolve_weights(backbone, backbone_weights, prompts, weights_dir)
+        checkpoint = read_prompt_checkpoint(files.prompts) if files.prompts is not None else None
         if config is None:
             stored = checkpoint.get("config") if checkpoint else None
             config = AnomalyCLIPConfig.from_dict(stored) if stored else AnomalyCLIPConfig()
-        if image_size is not None:
-            config = replace(config, image_size=int(image_size))
+        overrides = {"image_size": image_size, "feature_layers": feature_layers, "map_layers": map_layers}
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         # a weights file is read straight onto the device into a backbone built without random initialisation
-        clip, info = load_backbone(backbone, backbone_weights, cache_dir=cache_dir, device=device)
+        clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=cache_dir, device=device)
         model = cls(clip, info, config, precision, compile_network)
         if checkpoint is not None:
-            model.load_prompts(prompts, _checkpoint=checkpoint)
+            name = files.prompts_entry.name if files.prompts_entry else None
+            try:
+                model.load_prompts(files.prompts, _checkpoint=checkpoint, _name=name)
+            except CheckpointError as err:
+                if name is None:
+                    raise
+                raise CheckpointError(
+                    f"{err} The named prompts '{name}' fit only the backbone they were trained with (OpenAI "
+                    f"ViT-L/14@336px); with another backbone pass --prompts with a file trained for it, or "
+                    f"--prompts {UNTRAINED}."
+                ) from None
         else:
             warnings.warn(
-                f"No prompt checkpoint given: AnomalyCLIP uses freshly initialised, UNTRAINED prompts "
+                f"Prompts '{UNTRAINED}': AnomalyCLIP uses freshly initialised, UNTRAINED prompts "
                 f"(seed {config.seed}); its scores are not meaningful until prompts are trained or loaded.",
                 stacklevel=2,
             )
         return model.to(device)
 
-    def load_prompts(self, path: str | os.PathLike, _checkpoint: dict | None = None) -> None:
+    def load_prompts(self, path: str | os.PathLike, _checkpoint: dict | None = None, _name: str | None = None) -> None:
         """Load a prompt checkpoint (either format) into the prompt learner, all or nothing."""
         checkpoint = _checkpoint or read_prompt_checkpoint(path)
-        load_prompt_state(self.prompt_learner, checkpoint["state_dict"], f"'{path}'")
+        load_prompt_state(self.prompt_learner, checkpoint["state_dict"], f"'{_name or path}' ({path})" if _name
+                          else f"'{path}'")
         self.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
                               "format": checkpoint["format"], "trained": True}
+        if _name:
+            self.prompt_source["name"] = _name
         self._text_features = None
 
     def save_prompts(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write the prompts in the package format (with settings, backbone identity and version), atomically."""
-        prompt_cfg = {k: v for k, v in self.config.to_dict().items() if k in ("n_ctx", "depth", "t_n_ctx", "seed")}
+        # the prompt settings, and the layers the prompts were trained (or are used) with
+        recorded = ("n_ctx", "depth", "t_n_ctx", "seed", "feature_layers", "map_layers")
+        prompt_cfg = {k: v for k, v in self.config.to_dict().items() if k in recorded}
+        prompt_cfg.update(feature_layers=list(self.feature_layers), map_layers=list(self.map_layers))
         return save_prompt_checkpoint(
             path, self.prompt_learner.state_dict(), prompt_cfg, self.backbone_info.to_dict(), extra
         )
@@ -275,7 +302,7 @@ class AnomalyCLIP(nn.Module):
         image_logits = g @ text_features.t() / self.config.temperature
         grid = patch_grid(self.clip.visual, images.shape[-2], images.shape[-1])
         maps = similarity_maps(
-            [patch_features[i] for i in self.map_layers], text_features, grid, tuple(images.shape[-2:]),
+            [patch_features[i] for i in self._map_indices], text_features, grid, tuple(images.shape[-2:]),
             self.config.temperature,
         )
         return AnomalyCLIPForward(image_logits, maps, global_features, patch_features)

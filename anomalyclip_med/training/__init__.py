@@ -15,6 +15,6 @@ __all__, __getattr__ = lazy_exports(
         "objective": ("PIXEL_WEIGHT", "compute_losses"),
         "optim": ("LEARNING_RATE", "BETAS", "make_optimizer"),
         "losses": ("FocalLoss", "dice_loss"),
-        "run": ("TrainData", "train_on_dataset"),
+        "run": ("TRAIN_PROMPTS", "TrainData", "train_on_dataset"),
     },
 )

@@ -216,6 +216,13 @@ def _resume(
             f"Cannot resume from '{path}': it was trained at image size {stored.get('image_size')}, this model runs "
             f"at {model.config.image_size}. Pass the same --image-size."
         )
+    layers = {k: (ckpt.get("config") or {}).get(k) for k in ("feature_layers", "map_layers")}
+    if layers != {"feature_layers": list(model.feature_layers), "map_layers": list(model.map_layers)}:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it was trained with feature layers {layers['feature_layers']} and map "
+            f"layers {layers['map_layers']}, this model has {list(model.feature_layers)} and "
+            f"{list(model.map_layers)}. Pass the same --feature-layers / --map-layers."
+        )
     if _backbone_key(ckpt.get("backbone")) != _backbone_key(model.backbone_info.to_dict()):
         raise CheckpointError(
             f"Cannot resume from '{path}': it was trained with backbone {ckpt.get('backbone')}, this model has "

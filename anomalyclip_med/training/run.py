@@ -6,6 +6,7 @@ typed settings and model options in, epoch checkpoints out (in one process or un
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 
 from anomalyclip_med.data import DATASETS, load_samples
@@ -14,8 +15,12 @@ from anomalyclip_med.errors import InputError
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.training.loop import TrainResult, TrainSettings, check_out_dir, train
 from anomalyclip_med.utils.distributed import DistributedContext
+from anomalyclip_med.weights import UNTRAINED
 
-__all__ = ["TrainData", "train_on_dataset"]
+__all__ = ["TRAIN_PROMPTS", "TrainData", "train_on_dataset"]
+
+# where training starts: the paper's fresh, seeded prompts (a named or file ``prompts`` fine-tunes from those)
+TRAIN_PROMPTS = UNTRAINED
 
 
 @dataclass
@@ -57,18 +62,21 @@ def train_on_dataset(
         data: the dataset.
         out_dir: output folder for checkpoints and logs.
         settings: hyper-parameters and logging (defaults: :class:`TrainSettings`).
-        model: the network to build (defaults: :class:`ModelOptions`).
+        model: the network to build (defaults: :class:`ModelOptions` with ``prompts=TRAIN_PROMPTS``).
         resume: continue the run in ``out_dir`` from its last checkpoint.
 
     Returns:
         the last checkpoint and the per-epoch losses (``None`` in ``torchrun`` processes other than rank 0).
     """
-    settings, model_options = settings or TrainSettings(), model or ModelOptions()
+    settings, model_options = settings or TrainSettings(), model or ModelOptions(prompts=TRAIN_PROMPTS)
     samples = load_samples(data.format, data.root, data.split)
     verify_samples(samples, progress=settings.progress)
     check_out_dir(out_dir, resume, settings)
     with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
-        net = create_model(replace(model_options, device=str(ctx.device), seed=settings.seed))
+        with warnings.catch_warnings():
+            # fresh prompts are where training starts, not a result to warn about
+            warnings.filterwarnings("ignore", message=".*UNTRAINED prompts")
+            net = create_model(replace(model_options, device=str(ctx.device), seed=settings.seed))
         if net.backbone_info.random_weights and ctx.is_main:
             print("WARNING: training on a backbone with RANDOM weights - the prompts will be meaningless for real use.")
         dataset = AnomalyDataset(samples, net.config.image_size, net.mean, net.std, verify=False)

@@ -27,8 +27,8 @@ from scan_data import save_nifti, synthetic_head_ct, write_dicom_series
 REPO = TESTS.parent
 # the tiny random backbone: every run builds it in a few seconds
 TINY = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--image-size", "56"]
-# prompts for the tiny backbone: untrained (the command-line default until named trained prompts become it)
-PROMPTS: list[str] = []
+# prompts for the tiny backbone: untrained (the default, mvtec-trained, fits only the real CLIP backbone)
+PROMPTS = ["--prompts", "untrained"]
 SHAPE = (20, 20, 12)  # slices 4..7 hold the head (synthetic_head_ct leaves 4 slices of air at each end)
 AFFINE = np.diag([0.8, 0.8, 2.0, 1.0])
 
