@@ -16,10 +16,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
+from anomalyclip_med.calibration.collect import CalibrationRun
+from anomalyclip_med.calibration.run import CalibrateOptions
+from anomalyclip_med.calibration.run import calibrate as calibrate_inputs
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.run import BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
-from anomalyclip_med.inference.options import ScoringOptions
+from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
 from anomalyclip_med.inference.batch import ScanBatchRunner
 from anomalyclip_med.io.cases import ScanCase, datalist_cases
 from anomalyclip_med.network.factory import ModelOptions, create_model
@@ -28,8 +32,20 @@ from anomalyclip_med.training.loop import TrainResult, TrainSettings
 from anomalyclip_med.training.run import TrainData, train_on_dataset
 from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
-__all__ = ["default_prompts", "default_weights_dir", "scan_cases", "resume_mode", "preflight", "run_batch", "build_model",
-           "evaluate", "train", "as_bool"]
+__all__ = [
+    "default_prompts",
+    "default_weights_dir",
+    "scan_cases",
+    "resume_mode",
+    "preflight",
+    "run_batch",
+    "build_model",
+    "evaluate",
+    "train",
+    "calibrate",
+    "calibration_decision",
+    "as_bool",
+]
 
 T = TypeVar("T")
 _FIX = "(bundle overrides: --backbone_weights PATH, --prompts NAME_OR_PATH, --weights_dir DIR)"
@@ -149,15 +165,16 @@ def build_model(**options: Any) -> AnomalyCLIP:
 def evaluate(dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> dict[str, Any]:
     """
     :func:`anomalyclip_med.evaluation.evaluate`: keyword options are fields of :class:`ModelOptions`,
-    :class:`ScoringOptions`, :class:`CohortOptions` and :class:`BenchmarkOptions` (``batch_size`` goes to the
-    last two: slices for a manifest, images for a benchmark).
+    :class:`ScoringOptions`, :class:`CohortOptions`, :class:`BenchmarkOptions` (``batch_size`` goes to the
+    last two: slices for a manifest, images for a benchmark) and :class:`CalibrationOptions`.
     """
 
     def run() -> dict[str, Any]:
-        _check_known(options, ModelOptions, ScoringOptions, CohortOptions, BenchmarkOptions)
+        _check_known(options, ModelOptions, ScoringOptions, CohortOptions, BenchmarkOptions, CalibrationOptions)
         return evaluate_dataset(
             dataset, root, out_dir, _options(ModelOptions, options), benchmark=_options(BenchmarkOptions, options),
             cohort=_options(CohortOptions, options), scoring=_options(ScoringOptions, options),
+            calibration=_options(CalibrationOptions, options),
         )
 
     return _user_errors(run, _FIX)
@@ -178,3 +195,49 @@ def train(
                                 _options(ModelOptions, options), resume=as_bool(resume))
 
     return _user_errors(run, _FIX)
+
+
+def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options: Any) -> CalibrationRun:
+    """
+    :func:`anomalyclip_med.calibration.calibrate` on the known-normal scans or images of ``dataset_dir`` (a folder,
+    a MONAI datalist JSON's ``testing`` list, or with ``dataset=`` a benchmark dataset root), writing the calibration
+    JSON ``out``: keyword options are fields of :class:`ModelOptions`, :class:`ScoringOptions`,
+    :class:`LoadingOptions` and :class:`CalibrateOptions`. A case that fails is named and left out; the run ends with
+    status 2 when any failed.
+    """
+
+    def run() -> CalibrationRun:
+        _check_known(options, ModelOptions, ScoringOptions, LoadingOptions, CalibrateOptions)
+        settings = _options(CalibrateOptions, options)
+        path = Path(dataset_dir)
+        inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
+            [case.source for case in datalist_cases(path)]
+        return calibrate_inputs(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
+                                _options(LoadingOptions, options), settings)
+
+    done = _user_errors(run, _FIX)
+    cal = done.calibration
+    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({done.scored} scored, {done.reused} reused, "
+          f"{len(done.failed)} failed) -> {out}")
+    if done.failed or not cal.counts["cases"]:
+        raise SystemExit(2)
+    return done
+
+
+def calibration_decision(network: AnomalyCLIP, **options: Any) -> CalibratedDecision | None:
+    """
+    The calibration decision of the inference config (None when ``calibration`` is None): keyword options are fields
+    of :class:`CalibrationOptions` and the :class:`ScoringOptions` the scans are scored with (checked against the
+    calibration's). The bundle writes the probability map; calibrated p-value maps come from ``score --map
+    calibrated``.
+    """
+
+    def make() -> CalibratedDecision | None:
+        _check_known(options, CalibrationOptions, ScoringOptions)
+        settings = _options(CalibrationOptions, options)
+        if settings.map_output != "probability":
+            raise InputError("The bundle writes the probability map; write calibrated p-value maps with "
+                             "'anomalyclip-med score --map calibrated'.")
+        return settings.decision("scans", network.identity(), _options(ScoringOptions, options))
+
+    return _user_errors(make)

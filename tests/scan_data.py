@@ -124,3 +124,20 @@ def _read_dicom_sitk(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
     return reader.Execute()
+
+
+def normal_volume(path: Path, seed: int, shape=(40, 40, 8), lesion: bool = False) -> Path:
+    """A CT-like normal 'body' saved as NIfTI: an elliptic cylinder of soft tissue (~40 HU) with a random texture in
+    air, every slice holding body; ``lesion`` adds a bright (90 HU) ball in its middle."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    body = (x / 0.8) ** 2 + (y / 0.7) ** 2 <= 1
+    vol = np.full(shape, -1000.0, np.float32)
+    texture = rng.normal(40, 15, shape) + 30 * np.sin(rng.uniform(2, 6) * x + rng.uniform(0, 6))[..., None]
+    vol[body] = texture[body]
+    if lesion:
+        z = np.linspace(-1, 1, shape[2])
+        ball = (x[..., None] ** 2 + y[..., None] ** 2 + z[None, None] ** 2) <= 0.35**2
+        vol[ball] = 90.0
+    nib.save(nib.Nifti1Image(vol, np.diag([0.9, 0.9, 3.0, 1.0])), path)
+    return path

@@ -122,3 +122,49 @@ def folder_csv(root: Path, with_masks: bool = True) -> Path:
     rows.append("scans/p2.png,normal,,lung")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def bmad(root: Path, pixel: bool) -> Path:
+    """BMAD's tree: train/good (normal only), valid and test with good/Ungood; pixel-level sets nest img/ and
+    label/ (masks with the image's name)."""
+    seed = 0
+    for split, groups in (("train", (("good", 3),)), ("valid", (("good", 1), ("Ungood", 1))),
+                          ("test", (("good", 2), ("Ungood", 2)))):
+        for group, n in groups:
+            for i in range(n):
+                seed += 1
+                name = f"{i:05d}_{60 + i}.png"
+                image(root / split / group / ("img" if pixel else "") / name, seed=seed)
+                if pixel and group == "Ungood":
+                    mask(root / split / group / "label" / name)
+    return root
+
+
+def medianomaly(root: Path, layout: str) -> Path:
+    """MedIAnomaly's layouts: 'json' (images/ + data.json), 'folders' (Camelyon16), 'brats' (BraTS2021),
+    'isic' (ISIC2018 Task 3 CSVs)."""
+    if layout == "json":
+        names = [f"{i}.png" for i in range(6)]
+        for i, n in enumerate(names):
+            image(root / "images" / n, seed=i)
+        (root / "data.json").write_text(json.dumps({"train": {"0": names[:2], "unlabeled": {}},
+                                                    "test": {"0": names[2:4], "1": names[4:]}}))
+    elif layout == "folders":
+        for split, group, n in (("train", "good", 2), ("test", "good", 2), ("test", "Ungood", 2)):
+            for i in range(n):
+                image(root / split / group / f"{group}{i}.png", seed=i)
+    elif layout == "brats":
+        for i in range(2):
+            image(root / "train" / f"{i:05d}_flair_{i}.png", seed=i)
+            image(root / "test" / "normal" / f"{i + 10:05d}_flair_{i}.png", seed=i + 10)
+            image(root / "test" / "tumor" / f"{i + 20:05d}_flair_{i}.png", seed=i + 20)
+            mask(root / "test" / "annotation" / f"{i + 20:05d}_seg_{i}.png")
+    else:
+        for part, rows in (("Training", ("ISIC_1,0,1", "ISIC_2,1,0", "ISIC_3,0,1")),
+                           ("Test", ("ISIC_4,0,1", "ISIC_5,1,0"))):
+            for row in rows:
+                image(root / f"ISIC2018_Task3_{part}_Input" / f"{row.split(',')[0]}.jpg")
+            table = root / f"ISIC2018_Task3_{part}_GroundTruth" / f"ISIC2018_Task3_{part}_GroundTruth.csv"
+            table.parent.mkdir(parents=True, exist_ok=True)
+            table.write_text("image,MEL,NV\n" + "\n".join(rows) + "\n")
+    return root

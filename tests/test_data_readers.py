@@ -116,7 +116,10 @@ def test_folder_with_labels_csv(tmp_path, with_masks):
 
 def test_every_dataset_has_a_documented_tree():
     assert set(DATASETS) == {"mvtec", "visa", "mpdd", "btad", "dtd", "meta", "folder", "headct", "brainmri",
-                             "br35h", "isic", "clinicdb", "colondb", "kvasir", "endo", "tn3k"}
+                             "br35h", "isic", "clinicdb", "colondb", "kvasir", "endo", "tn3k",
+                             "bmad-brain", "bmad-liver", "bmad-resc", "bmad-oct2017", "bmad-rsna", "bmad-camelyon16",
+                             "medianomaly-rsna", "medianomaly-vincxr", "medianomaly-braintumor", "medianomaly-lag",
+                             "medianomaly-isic2018", "medianomaly-camelyon16", "medianomaly-brats2021"}
     assert all(tree.startswith("ROOT/") for tree in DATASETS.values())
 
 

@@ -9,12 +9,15 @@ import argparse
 
 from anomalyclip_med.cli.options import (
     add_batch_options,
+    add_calibration_options,
     add_model_options,
     add_scan_options,
+    calibration_options_from_args,
     model_options_from_args,
     scoring_options_from_args,
 )
 from anomalyclip_med.data import DATASETS
+from anomalyclip_med.evaluation.protocols import METRIC_SETS
 from anomalyclip_med.evaluation.run import COHORT_RESUME, MANIFEST, BenchmarkOptions, CohortOptions, evaluate
 from anomalyclip_med.inference.options import OutputOptions
 from anomalyclip_med.network.factory import ModelOptions
@@ -47,11 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--limit", type=int, default=BenchmarkOptions.limit, help="at most N images per class, evenly "
                    "spaced over the class's sorted list (quick checks)")
     g.add_argument("--num-workers", type=int, default=BenchmarkOptions.num_workers, help="DataLoader worker processes")
+    g.add_argument("--metric-set", default=BenchmarkOptions.metric_set, choices=sorted(METRIC_SETS),
+                   help="table columns of a published protocol: anomalyclip, bmad (image AUROC, pixel AUROC, AUPRO) "
+                   "or medianomaly (image AUROC/AP, pixel AUROC/AP, best Dice); default: the dataset's own")
     g = p.add_argument_group("cohort manifest")
     g.add_argument("--datalist-key", default=CohortOptions.datalist_key,
                    help="list to read from a MONAI datalist JSON")
     add_scan_options(g)
     g.add_argument("--montage", type=int, default=CohortOptions.montage, help="worst misses shown in worst_misses.png")
+    add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -61,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
     run = evaluate(
         args.dataset, args.root, args.out, model_options_from_args(args),
         benchmark=BenchmarkOptions(split=args.split, limit=args.limit, batch_size=args.batch_size,
-                                   num_workers=args.num_workers, overwrite=args.overwrite),
+                                   num_workers=args.num_workers, metric_set=args.metric_set,
+                                   overwrite=args.overwrite),
         cohort=CohortOptions(datalist_key=args.datalist_key, montage=args.montage, overwrite=args.overwrite,
                              case_name=args.case_name),
         scoring=scoring_options_from_args(args), progress=args.progress,
+        calibration=calibration_options_from_args(args),
     )
     return 2 if run.get("cases", {}).get("failed") else 0  # some cases failed alone

@@ -14,8 +14,16 @@ from anomalyclip_med.network.model import PRECISIONS
 from anomalyclip_med.transforms.intensity import PRESETS
 from anomalyclip_med.weights import CACHE_ENV, DEFAULT_PROMPTS, UNTRAINED, WEIGHTS_DIR_ENV
 
-__all__ = ["add_model_options", "model_options_from_args", "add_scan_options", "scoring_options_from_args",
-           "add_batch_options", "batch_options_from_args"]
+__all__ = [
+    "add_model_options",
+    "model_options_from_args",
+    "add_scan_options",
+    "scoring_options_from_args",
+    "add_calibration_options",
+    "calibration_options_from_args",
+    "add_batch_options",
+    "batch_options_from_args",
+]
 
 
 def add_model_options(parser: argparse.ArgumentParser, prompts: str = ModelOptions.prompts) -> None:
@@ -126,3 +134,30 @@ def add_batch_options(g: argparse._ActionsContainer, resume: str = BatchOptions.
 def batch_options_from_args(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(case_name=args.case_name,
                         resume="overwrite" if args.overwrite else "continue" if args.resume else "refuse")
+
+
+def add_calibration_options(parser: argparse.ArgumentParser) -> None:
+    """Decisions from a calibration on normals (``score``, ``predict``, ``evaluate``); see ``CalibrationOptions``."""
+    from anomalyclip_med.calibration.calibration import MAP_OUTPUTS, CalibrationOptions
+
+    d = CalibrationOptions()
+    g = parser.add_argument_group("calibration (thresholds from known-normal cases; docs/calibration.md)")
+    g.add_argument("--calibration", default=d.calibration, metavar="FILE",
+                   help="calibration JSON from 'anomalyclip-med calibrate' with the same model and scoring options: "
+                   "thresholds at --target-fpr replace the fixed labelmap threshold, and every slice/image and scan "
+                   "gets a calibrated p-value and a flag")
+    g.add_argument("--target-fpr", type=float, default=d.target_fpr, metavar="RATE",
+                   help=f"share of normal slices (images) and of normal scans flagged (default {d.target_fpr})")
+    g.add_argument("--map-fpr", type=float, default=d.map_fpr, metavar="RATE",
+                   help="share of normal voxels (pixels) in the labelmap (default: --target-fpr)")
+    g.add_argument("--map", dest="map_output", default=d.map_output, choices=MAP_OUTPUTS,
+                   help="write the anomaly map as the network's probabilities (default) or as calibrated voxel "
+                   "p-values (small = unusual among the normals; needs --calibration)")
+
+
+def calibration_options_from_args(args: argparse.Namespace):
+    """``CalibrationOptions`` from :func:`add_calibration_options`'s flags (checked: one ``error:`` line)."""
+    from anomalyclip_med.calibration.calibration import CalibrationOptions
+
+    return CalibrationOptions(calibration=args.calibration, target_fpr=args.target_fpr, map_fpr=args.map_fpr,
+                              map_output=args.map_output)

@@ -7,9 +7,11 @@ from dataclasses import replace
 
 from anomalyclip_med.cli.options import (
     add_batch_options,
+    add_calibration_options,
     add_model_options,
     add_scan_options,
     batch_options_from_args,
+    calibration_options_from_args,
     model_options_from_args,
     scoring_options_from_args,
 )
@@ -47,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_batch_options(g)
     g.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
                    help="no progress bar")
+    add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
@@ -56,12 +59,19 @@ def run(args: argparse.Namespace) -> int:
     scoring = scoring_options_from_args(args)
     loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
     output = OutputOptions(dicom_seg=args.dicom_seg, progress=args.progress)
+    calibration = calibration_options_from_args(args)
     batch = batch_options_from_args(args)
     model_options = model_options_from_args(args)
+    calibration.check("scans", scoring)
     cases = find_cases(args.inputs, batch.case_name, args.out)
     runner = ScanBatchRunner(cases, args.out, scoring, loading, output, batch.resume, progress=args.progress)
+    runner.preflight()  # before any weights load
     # under torchrun each process scores every WORLD_SIZE-th case (outputs are per case, so they do not meet)
     with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
-        summary = runner.run(lambda: create_model(replace(model_options, device=str(ctx.device))), ctx)
+        model = create_model(replace(model_options, device=str(ctx.device)))
+        if model.untrained_warning and ctx.is_main:
+            print(model.untrained_warning)
+        runner.use_decision(calibration.decision("scans", model.identity(), scoring))
+        summary = runner.run(model, ctx)
     # rank 0 alone reports failed cases by its status: torchrun stops the other ranks as soon as one exits non-zero
     return summary.exit_status if ctx.is_main else 0

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from anomalyclip_med.data import folder, headct, meta, mvtec, paired, visa, yes_no
+from anomalyclip_med.data import bmad, folder, headct, medianomaly, meta, mvtec, paired, visa, yes_no
 from anomalyclip_med.data.samples import DatasetLayoutError, Sample, layout_error
 
 __all__ = ["DATASETS", "PIXEL_LEVEL", "load_samples"]
@@ -24,10 +24,13 @@ _READERS: dict[str, tuple[_Reader, tuple[str, ...]]] = {
     "headct": (headct.read, headct.SPLITS),
     **{name: (yes_no.read, yes_no.SPLITS) for name in yes_no.TREES},
     **{name: (paired.read, paired.SPLITS[name]) for name in paired.TREES},
+    **{name: (bmad.read, bmad.SPLITS) for name in bmad.TREES},
+    **{name: (medianomaly.read, medianomaly.SPLITS) for name in medianomaly.TREES},
 }
 
 DATASETS: dict[str, str] = {
-    **mvtec.TREES, **visa.TREES, **meta.TREES, **folder.TREES, **headct.TREES, **yes_no.TREES, **paired.TREES
+    **mvtec.TREES, **visa.TREES, **meta.TREES, **folder.TREES, **headct.TREES, **yes_no.TREES, **paired.TREES,
+    **bmad.TREES, **medianomaly.TREES,
 }
 """Every supported dataset name -> the expected tree under its root (shown in errors and docs/datasets.md)."""
 

@@ -13,15 +13,17 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from anomalyclip_med.calibration import CalibratedDecision, operating_point
 from anomalyclip_med.data import Sample
 from anomalyclip_med.data.dataset import AnomalyDataset
+from anomalyclip_med.evaluation.protocols import METRIC_SETS, dataset_note, default_metric_set
 from anomalyclip_med.evaluation.tables import write_metric_tables
 from anomalyclip_med.io.writers import write_csv
 from anomalyclip_med.metrics import PixelMetricAccumulator, image_ap, image_auroc, image_max_f1
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.utils.distributed import DistributedContext
 
-__all__ = ["subsample", "evaluate_samples", "dataset_metrics", "write_dataset_report"]
+__all__ = ["subsample", "evaluate_samples", "dataset_metrics", "calibrated_operating_points", "write_dataset_report"]
 
 
 def subsample(samples: list[Sample], limit: int | None) -> list[Sample]:
@@ -104,7 +106,7 @@ def dataset_metrics(images: list[dict], pixels: dict[str, PixelMetricAccumulator
 
     Returns:
         ``(per_class, mean)``: per class ``n_images``, ``n_anomalous``, ``image_auroc``, ``image_ap``,
-        ``image_max_f1`` and, for classes with masks, ``pixel_auroc``, ``pixel_ap``, ``aupro``; NaN where a
+        ``image_max_f1`` and, for classes with masks, ``pixel_auroc``, ``pixel_ap``, ``aupro``, ``best_dice``; NaN where a
         metric is undefined. ``mean`` averages each metric over the classes where it is defined.
     """
     by_class: dict[str, list[dict]] = defaultdict(list)
@@ -120,7 +122,7 @@ def dataset_metrics(images: list[dict], pixels: dict[str, PixelMetricAccumulator
             m.update(pixels[name].compute())
         per_class[name] = m
     mean = {}
-    for k in ("image_auroc", "image_ap", "image_max_f1", "pixel_auroc", "pixel_ap", "aupro"):
+    for k in ("image_auroc", "image_ap", "image_max_f1", "pixel_auroc", "pixel_ap", "aupro", "best_dice"):
         values = [m[k] for m in per_class.values() if k in m and not np.isnan(m[k])]
         mean[k] = float(np.mean(values)) if values else float("nan")
     mean["n_images"] = sum(m["n_images"] for m in per_class.values())
@@ -128,19 +130,63 @@ def dataset_metrics(images: list[dict], pixels: dict[str, PixelMetricAccumulator
     return per_class, mean
 
 
+def calibrated_operating_points(images: list[dict], decision: CalibratedDecision) -> dict[str, dict]:
+    """
+    Flag every image at the calibration's image threshold (adds ``p_value`` and ``flag`` to each record) and give
+    the operating point per class and over ``all`` images: sensitivity and false-positive rate with their exact
+    Clopper-Pearson intervals (:func:`~anomalyclip_med.calibration.operating_point`).
+    """
+    p = decision.p_values("image", [r["image_score"] for r in images]) if images else np.zeros(0)
+    for record, value in zip(images, p):
+        record["p_value"], record["flag"] = float(value), bool(value <= decision.target_fpr)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in images:
+        groups[r["cls_name"]].append(r)
+    groups["all"] = images
+    return {name: operating_point([r["label"] for r in recs], [r["flag"] for r in recs], decision.target_fpr)
+            for name, recs in groups.items()}
+
+
+def _operating_markdown(points: dict[str, dict], decision: CalibratedDecision) -> str:
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    lines = ["", f"## Operating point at the calibrated image threshold (target false-positive rate "
+             f"{decision.target_fpr:g}; calibration {decision.summary()['file']})", "",
+             "| class | anomalous | sensitivity | 95% CI | normal | observed FPR | 95% CI |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, op in points.items():
+        lo, hi = op["sensitivity_ci"]
+        flo, fhi = op["fpr_ci"]
+        lines.append(f"| {name} | {op['n_anomalous']} | {pct(op['sensitivity'])} | {pct(lo)}-{pct(hi)} | "
+                     f"{op['n_normal']} | {pct(op['fpr'])} | {pct(flo)}-{pct(fhi)} |")
+    return "\n".join(lines) + "\n\nRates in percent; intervals are exact (Clopper-Pearson).\n"
+
+
 def write_dataset_report(
-    images: list[dict], per_class: dict, mean: dict, out_dir: str | os.PathLike, dataset: str, extra: dict
+    images: list[dict], per_class: dict, mean: dict, out_dir: str | os.PathLike, dataset: str, extra: dict,
+    metric_set: str | None = None, decision: CalibratedDecision | None = None,
 ) -> dict[str, Path]:
     """
-    Write ``<dataset>_metrics.{md,csv,json}`` (per-class table and mean) and ``<dataset>_images.csv`` (every
-    image's score) into ``out_dir``.
+    Write ``<dataset>_metrics.{md,csv,json}`` (per-class table and mean, in the columns of ``metric_set``: default
+    the protocol the dataset comes from) and ``<dataset>_images.csv`` (every image's score) into ``out_dir``.
+    With a calibration ``decision``, every image also gets its p-value and flag, and the report the operating
+    point at the calibrated threshold beside the ranking metrics.
 
     Returns:
         the written paths by name.
     """
     out_dir = Path(out_dir)
+    metric_set = metric_set or default_metric_set(dataset)
+    extra = {**extra, "metric_set": metric_set, "note": dataset_note(dataset)}
+    appendix = ""
+    if decision is not None:
+        points = calibrated_operating_points(images, decision)
+        extra.update(calibration=decision.summary(), operating_point=points)
+        appendix = _operating_markdown(points, decision)
     paths = write_metric_tables(per_class, mean, out_dir / f"{dataset}_metrics", f"{dataset}: zero-shot anomaly "
-                                "detection", extra)
+                                f"detection ({metric_set} metrics)", extra, METRIC_SETS[metric_set],
+                                dataset_note(dataset), appendix)
     paths = {f"metrics_{k}": p for k, p in paths.items()}
     paths["images_csv"] = out_dir / f"{dataset}_images.csv"
     write_csv(images, paths["images_csv"])

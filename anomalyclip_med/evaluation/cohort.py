@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.evaluation.case_metrics import scan_voxel_metrics
 from anomalyclip_med.evaluation.manifest import CohortCase
 from anomalyclip_med.evaluation.tables import finite_or_none
@@ -107,6 +108,10 @@ class _CaseStages:
             "scan_score": float(report["scan_score"]),
             "max_slice_score": max(slice_scores) if slice_scores else None,
             "n_slices": len(slice_scores),
+            "scan_p_value": report.get("scan_p_value"),
+            "scan_flag": report.get("scan_flag"),
+            "flagged_slices": report.get("flagged_slices"),
+            "calibration_sha256": report.get("calibration_sha256"),
             **{k: finite_or_none(v) for k, v in voxel.items()},
             **{k: _relative(p, out_dir) for k, p in outputs.items()},
             "computed_from": source,
@@ -154,11 +159,16 @@ def evaluate_cohort(
     runner: ScanBatchRunner,
     ctx: DistributedContext | None = None,
     progress: bool = False,
+    decision: CalibratedDecision | None = None,
 ) -> tuple[list[dict], dict[str, int]]:
     """
     Evaluate this process's share of ``cases`` (scored by ``runner``: :func:`cohort_runner`) and gather every
     process's records. Prints a line per case (case, scan score, slices, where written; a failed case as one
     ``error:`` line on stderr).
+
+    ``decision``: thresholds from a calibration on normals: its labelmap threshold replaces the scoring threshold
+    (also for Dice and IoU), and each record holds the scan's p-value and flag; a case finished with another
+    calibration (or none) is scored again.
 
     Returns:
         ``(records, counts)``: one record per case in manifest order (failed cases with ``status`` "failed" and
@@ -166,6 +176,7 @@ def evaluate_cohort(
         reused or failed over all processes.
     """
     ctx = ctx or DistributedContext()
+    runner.use_decision(decision)
     mine, counts = [], {"scored": 0, "rescored": 0, "reused": 0, "failed": 0}
     shard = ctx.shard(cases)
     # the next cases are read while the network scores one, and the previous one's outputs and metrics written

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomalyclip_med.calibration import CalibratedDecision, operating_point
 from anomalyclip_med.evaluation.plots import plot_montage, plot_pr, plot_roc, plot_score_histogram
 from anomalyclip_med.evaluation.tables import finite_or_none
 from anomalyclip_med.io.writers import write_csv, write_json
@@ -17,7 +18,8 @@ __all__ = ["CASE_COLUMNS", "REPORT_FILES", "cohort_summary", "worst_misses", "wr
 
 CASE_COLUMNS = (
     "case_id", "status", "label", "label_source", "scan_score", "max_slice_score", "n_slices", "lesion_voxels",
-    "predicted_voxels", "voxel_auroc", "dice", "iou", "key_slice", "image", "mask", "map", "seg", "scores", "montage", "error",
+    "predicted_voxels", "voxel_auroc", "dice", "iou", "key_slice", "scan_p_value", "scan_flag", "flagged_slices",
+    "image", "mask", "map", "seg", "scores", "montage", "error",
 )
 REPORT_FILES = {
     "summary_json": "cohort_summary.json",
@@ -44,14 +46,17 @@ def worst_misses(records: list[dict], count: int) -> list[dict]:
     ]
 
 
-def cohort_summary(records: list[dict], threshold: float, montage: int) -> dict:
+def cohort_summary(records: list[dict], threshold: float, montage: int,
+                   decision: CalibratedDecision | None = None) -> dict:
     """
     Cohort-level numbers from the per-case records.
 
     Returns:
         ``n_cases``, ``n_ok``, ``n_failed``, ``failed`` (case, image, error); ``scan_level``: AUROC, AP and max-F1 of
         scan scores against scan labels (cases with a label); ``voxel_level``: mean and median voxel AUROC, Dice and
-        IoU at ``threshold`` over the scans with lesion voxels; ``worst_misses``: the montage's case ids.
+        IoU at ``threshold`` over the scans with lesion voxels; ``worst_misses``: the montage's case ids. With a
+        calibration ``decision``, also ``calibration`` (its summary) and ``operating_point``: the scan flags'
+        sensitivity and false-positive rate with exact (Clopper-Pearson) 95% intervals.
     """
     ok = [r for r in records if r["status"] == "ok"]
     labelled = [r for r in ok if r["label"] is not None]
@@ -86,6 +91,10 @@ def cohort_summary(records: list[dict], threshold: float, montage: int) -> dict:
             "iou_mean": iou_mean,
         },
         "worst_misses": [r["case_id"] for r in worst_misses(records, montage)],
+        **({} if decision is None else {
+            "calibration": decision.summary(),
+            "operating_point": operating_point(labels, [bool(r["scan_flag"]) for r in labelled], decision.target_fpr),
+        }),
     }
 
 
@@ -103,6 +112,25 @@ def _fmt(v, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _operating_point_lines(summary: dict) -> list[str]:
+    if "operating_point" not in summary:
+        return []
+    op, cal = summary["operating_point"], summary["calibration"]
+    (slo, shi), (flo, fhi) = op["sensitivity_ci"], op["fpr_ci"]
+    return [
+        f"## Operating point at the calibrated scan threshold (target false-positive rate {op['target_fpr']:g})", "",
+        f"Calibration `{cal['file']}` ({cal['n_normal']['scan']} normal scans; scan threshold "
+        f"{cal['thresholds']['scan']:.6f}, voxel threshold {cal['thresholds']['voxel']:.6f} at voxel rate "
+        f"{cal['map_fpr']:g}).", "",
+        "| anomalous | flagged | sensitivity | 95% CI | normal | flagged | observed FPR | 95% CI |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {op['n_anomalous']} | {op['true_positives']} | {_fmt(op['sensitivity'])} | {_fmt(slo)}-{_fmt(shi)} | "
+        f"{op['n_normal']} | {op['false_positives']} | {_fmt(op['fpr'])} | {_fmt(flo)}-{_fmt(fhi)} |", "",
+        "Intervals are exact (Clopper-Pearson). The target holds for normals from the population the calibration "
+        "came from (docs/calibration.md).", "",
+    ]
+
+
 def _markdown(records: list[dict], summary: dict) -> str:
     s, v = summary["scan_level"], summary["voxel_level"]
     lines = [
@@ -112,6 +140,7 @@ def _markdown(records: list[dict], summary: dict) -> str:
         "| labelled | anomalous | normal | AUROC | AP | max-F1 |", "|---:|---:|---:|---:|---:|---:|",
         f"| {s['n_labelled']} | {s['n_anomalous']} | {s['n_normal']} | {_fmt(s['auroc'])} | {_fmt(s['ap'])} | "
         f"{_fmt(s['max_f1'])} |", "",
+        *_operating_point_lines(summary),
         f"## Voxel level (scans with lesion voxels; Dice/IoU at map >= {v['dice_threshold']})", "",
         "| scans with lesion | voxel AUROC mean | median | Dice mean | median | IoU mean |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -135,7 +164,8 @@ def _markdown(records: list[dict], summary: dict) -> str:
 
 
 def write_cohort_report(
-    records: list[dict], out_dir: str | os.PathLike, threshold: float, montage: int = 6
+    records: list[dict], out_dir: str | os.PathLike, threshold: float, montage: int = 6,
+    decision: CalibratedDecision | None = None,
 ) -> dict[str, Path]:
     """
     Write every report file of :data:`REPORT_FILES` into ``out_dir``.
@@ -146,13 +176,14 @@ def write_cohort_report(
         out_dir: the cohort's output folder (record paths are relative to it).
         threshold: the map threshold of Dice and IoU (shown in the report).
         montage: how many worst misses to show.
+        decision: the calibration the cases were scored with: the report adds its operating point.
 
     Returns:
         the written paths by the keys of :data:`REPORT_FILES`.
     """
     out_dir = Path(out_dir)
     paths = {k: out_dir / name for k, name in REPORT_FILES.items()}
-    summary = cohort_summary(records, threshold, montage)
+    summary = cohort_summary(records, threshold, montage, decision)
     write_json(summary, paths["summary_json"])
     write_csv(_flat(summary), paths["summary_csv"])
     write_csv([{k: r.get(k) for k in CASE_COLUMNS} for r in records], paths["cases_csv"])

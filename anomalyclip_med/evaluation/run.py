@@ -15,12 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from anomalyclip_med.calibration.calibration import CalibrationOptions
 from anomalyclip_med.data import DATASETS, load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputLockedError
 from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
 from anomalyclip_med.evaluation.cohort import cohort_runner, evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
 from anomalyclip_med.evaluation.manifest import read_manifest
+from anomalyclip_med.evaluation.protocols import METRIC_SETS
 from anomalyclip_med.inference.options import BatchOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
@@ -48,6 +50,8 @@ class BenchmarkOptions:
         batch_size: images per forward pass [8].
         num_workers: DataLoader worker processes [0].
         overwrite: replace the report of an earlier run in the output folder [False: refuse, as every command].
+        metric_set: table columns of a published protocol (``anomalyclip``, ``bmad``, ``medianomaly``; see
+            :mod:`anomalyclip_med.evaluation.protocols`) [None: the protocol the dataset comes from].
     """
 
     split: str = "test"
@@ -55,8 +59,12 @@ class BenchmarkOptions:
     batch_size: int = 8
     num_workers: int = 0
     overwrite: bool = OutputOptions.overwrite
+    metric_set: str | None = None
 
     def __post_init__(self) -> None:
+        if self.metric_set is not None and self.metric_set not in METRIC_SETS:
+            raise InputError(f"Invalid evaluation option metric_set={self.metric_set!r}: one of "
+                             f"{', '.join(METRIC_SETS)}.")
         for name, low in (("limit", 1), ("batch_size", 1), ("num_workers", 0)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) != value or value < low):
@@ -131,6 +139,7 @@ def run_benchmark(
     benchmark: BenchmarkOptions | None = None,
     model: ModelOptions | None = None,
     progress: bool | None = None,
+    calibration: CalibrationOptions | None = None,
 ) -> dict[str, Any]:
     """
     Per-class image AUROC/AP/max-F1 and pixel AUROC/AP/AUPRO with their mean on a benchmark dataset, written as
@@ -144,6 +153,9 @@ def run_benchmark(
         benchmark: split, subsampling and batching (defaults: :class:`BenchmarkOptions`).
         model: the network to build (defaults: :class:`ModelOptions`).
         progress: show a progress bar [None: when stderr is a terminal].
+        calibration: a calibration on normal images of this model: every image gets its p-value and flag and the
+            report the operating point at the calibrated image threshold (sensitivity and false-positive rate with
+            exact intervals).
 
     Returns:
         the ``run.json`` content.
@@ -152,19 +164,23 @@ def run_benchmark(
     if dataset not in DATASETS:
         raise InputError(f"Unknown dataset layout {dataset!r}: one of {', '.join(DATASETS)} (or {MANIFEST!r}).")
     samples = subsample(load_samples(dataset, root, split=benchmark.split), benchmark.limit)
+    calibration = calibration or CalibrationOptions()
+    calibration.check("images")
     out = Path(out_dir)
     report = [*(out / f"{dataset}_metrics.{ext}" for ext in ("md", "csv", "json")), out / f"{dataset}_images.csv",
               out / RUN_INFO]
     check_outputs(out_dir, report, [root], benchmark.overwrite)
 
     def body(net: AnomalyCLIP, ctx: DistributedContext) -> dict[str, Any]:
+        decision = calibration.decision("images", net.identity())
         bar = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
         images, pixels = evaluate_samples(net, samples, ctx, benchmark.batch_size, benchmark.num_workers, bar)
         if ctx.is_main:
             per_class, mean = dataset_metrics(images, pixels)
             extra = {"dataset": dataset, "root": str(root), "split": benchmark.split,
                      "limit": benchmark.limit}
-            paths = write_dataset_report(images, per_class, mean, out_dir, dataset, extra)
+            paths = write_dataset_report(images, per_class, mean, out_dir, dataset, extra, benchmark.metric_set,
+                                         decision)
             print(Path(paths["metrics_md"]).read_text(encoding="utf-8"))
         return {"n_images": len(images)}
 
@@ -178,6 +194,7 @@ def run_cohort(
     scoring: ScoringOptions | None = None,
     model: ModelOptions | None = None,
     progress: bool | None = None,
+    calibration: CalibrationOptions | None = None,
 ) -> dict[str, Any]:
     """
     Score every scan of a cohort manifest (CSV or MONAI datalist JSON; finished cases are reused), compute the
@@ -191,20 +208,30 @@ def run_cohort(
         scoring: how each scan is scored (defaults: :class:`ScoringOptions`).
         model: the network to build (defaults: :class:`ModelOptions`).
         progress: show a progress bar over cases [None: when stderr is a terminal].
+        calibration: a calibration on normal scans of this model and these scoring options: the labelmaps (and
+            Dice/IoU) use its voxel threshold, every case gets its scan p-value and flag, and the report the
+            operating point at the calibrated scan threshold. Its map must stay the probability map (voxel metrics).
 
     Returns:
         the ``run.json`` content (with the counts of scored, rescored, reused and failed cases).
     """
     cohort, scoring, model_options = cohort or CohortOptions(), scoring or ScoringOptions(), model or ModelOptions()
+    calibration = calibration or CalibrationOptions()
+    if calibration.map_output != "probability":
+        raise InputError("evaluate computes its voxel metrics from the probability maps: leave out --map calibrated "
+                         "(write calibrated maps with 'score --map calibrated').")
+    calibration.check("scans", scoring)
     cases = read_manifest(manifest, cohort.datalist_key, cohort.case_name)
     runner = cohort_runner(cases, out_dir, scoring, OutputOptions(overwrite=cohort.overwrite, progress=False))
     runner.preflight()  # before any weights load
 
     def body(net: AnomalyCLIP, ctx: DistributedContext) -> dict[str, Any]:
+        decision = calibration.decision("scans", net.identity(), scoring)
+        scored_with = scoring if decision is None else decision.scoring_options(scoring)
         bar = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
-        records, counts = evaluate_cohort(net, cases, runner, ctx, bar)
+        records, counts = evaluate_cohort(net, cases, runner, ctx, bar, decision)
         if ctx.is_main:
-            paths = write_cohort_report(records, out_dir, scoring.threshold, cohort.montage)
+            paths = write_cohort_report(records, out_dir, scored_with.threshold, cohort.montage, decision)
             print(Path(paths["report_md"]).read_text(encoding="utf-8").split("## Scan level")[0].strip())
             print(f"cases: {counts}; report: {paths['report_md']}")
         return {"cases": counts}
@@ -220,13 +247,15 @@ def evaluate(
     benchmark: BenchmarkOptions | None = None,
     cohort: CohortOptions | None = None,
     scoring: ScoringOptions | None = None,
+    calibration: CalibrationOptions | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """
     :func:`run_cohort` when ``dataset`` is ``"manifest"`` (``root`` is then the manifest file, scored with
     ``cohort`` and ``scoring``), else :func:`run_benchmark` on the dataset layout ``dataset`` (with ``benchmark``);
-    ``progress``: a progress bar [None: when stderr is a terminal].
+    ``calibration`` adds the operating point at calibrated thresholds to either; ``progress``: a progress bar
+    [None: when stderr is a terminal].
     """
     if dataset == MANIFEST:
-        return run_cohort(root, out_dir, cohort, scoring, model, progress)
-    return run_benchmark(dataset, root, out_dir, benchmark, model, progress)
+        return run_cohort(root, out_dir, cohort, scoring, model, progress, calibration=calibration)
+    return run_benchmark(dataset, root, out_dir, benchmark, model, progress, calibration=calibration)

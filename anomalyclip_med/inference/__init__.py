@@ -13,7 +13,8 @@ __all__, __getattr__ = lazy_exports(
             "AGGREGATIONS", "RESUME_MODES", "LoadingOptions", "ScoringOptions", "OutputOptions", "BatchOptions",
             "scan_options_record"
         ),
-        "images2d": ("PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "predict_images"),
+        "images2d": ("PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "image_maps",
+                     "predict_images"),
         "inferer": ("SliceAnomalyInferer",),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "ScanResult", "PreparedScan", "ScoredScan", "aggregate_scores",

@@ -29,6 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError, OutputLockedError
 from anomalyclip_med.inference.options import RESUME_MODES, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
@@ -163,6 +164,13 @@ class ScanBatchRunner:
         self.loader = loader
         self.prefetch, self.background_write = prefetch, background_write
         self.quiet = quiet
+        self.decision: CalibratedDecision | None = None
+
+    def use_decision(self, decision: CalibratedDecision | None) -> None:
+        """Score with a calibration on normals (its labelmap threshold replaces ``scoring.threshold``; p-values
+        and flags in the reports); finished cases made with another calibration (or none) are not reused."""
+        if decision is not None:
+            self.decision, self.scoring = decision, decision.scoring_options(self.scoring)
 
     # ------------------------------------------------------------------ before anything runs
     def outputs(self, case: ScanCase) -> dict[str, Path]:
@@ -215,7 +223,7 @@ class ScanBatchRunner:
         report = read_finished_case(self.outputs(case))
         if report is None:
             return None
-        expected = resume_record(model, case.source, self.scoring, self.loading, self.output)
+        expected = resume_record(model, case.source, self.scoring, self.loading, self.output, self.decision)
         return report if all(report.get(k) == v for k, v in expected.items()) else None
 
     def _load(self, source: Path):
@@ -239,7 +247,8 @@ class ScanBatchRunner:
         """``("scored", report)`` after writing the outputs whole, or ``("reused", report)``."""
         if scored is None:
             return "reused", prepared
-        return "scored", write_scan(model, prepared, scored, self.scoring, self.loading, self.output).report
+        return "scored", write_scan(model, prepared, scored, self.scoring, self.loading, self.output,
+                                    self.decision).report
 
     def process(self, model: AnomalyCLIP, case: ScanCase) -> tuple[str, dict[str, Any]]:
         """The stages in turn for one case: ``(how, report)`` with ``how`` ``scored`` or ``reused``.

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.io.images import check_image, read_image, to_rgb
 from anomalyclip_med.io.overlay import heatmap_overlay, save_png
 from anomalyclip_med.io.writers import write_csv
@@ -22,10 +23,12 @@ from anomalyclip_med.transforms.image2d import image_transform
 from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_outputs
 
-__all__ = ["PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "predict_images"]
+__all__ = ["PREDICT_BATCH_SIZE", "ImageResult", "output_names", "preprocess_images", "image_maps", "predict_images"]
 
 PREDICT_BATCH_SIZE = 8  # images per forward pass (the command line's --batch-size default)
 CSV_FIELDS = ("image", "image_score", "max_pixel_score", "map_file", "overlay_file", "warning")
+# added with a calibration: the image's conformal p-value, its flag, and the pixels at or above the pixel threshold
+CALIBRATED_FIELDS = ("p_value", "flag", "flagged_pixels")
 
 
 @dataclass
@@ -35,6 +38,7 @@ class ImageResult:
     max_pixel_score: float
     map_file: Path
     overlay_file: Path
+    calibrated: dict | None = None  # CALIBRATED_FIELDS, with a calibration
 
 
 def output_names(images: list[Path]) -> list[str]:
@@ -67,6 +71,18 @@ def preprocess_images(
     return torch.stack([transform(to_rgb(im) if isinstance(im, Image.Image) else read_image(im)) for im in images])
 
 
+def image_maps(model: AnomalyCLIP, images: list[Image.Image]) -> list[tuple[float, np.ndarray]]:
+    """Each image's score and its anomaly map at the image's own size (float32 in [0, 1]; computed at the network's
+    input size and resized back bilinearly), from one forward pass over ``images``."""
+    out = model.predict(preprocess_images(model, images))
+    maps = []
+    for k, image in enumerate(images):
+        amap = F.interpolate(out.anomaly_map[k][None, None], size=(image.height, image.width), mode="bilinear",
+                             align_corners=False)[0, 0].clamp_(0, 1)
+        maps.append((float(out.image_score[k]), amap.cpu().numpy().astype(np.float32)))
+    return maps
+
+
 def predict_images(
     model: AnomalyCLIP,
     images: list[Path],
@@ -74,6 +90,7 @@ def predict_images(
     batch_size: int = PREDICT_BATCH_SIZE,
     overwrite: bool = False,
     progress: bool = True,
+    decision: CalibratedDecision | None = None,
 ) -> list[ImageResult]:
     """
     Score ``images`` and write, per image, ``<name>_anomaly_map.npy`` (float32, the image's own size, values in
@@ -81,6 +98,9 @@ def predict_images(
 
     The map is computed at the network's input size and resized back to the image (bilinear). Every output is
     written atomically; existing outputs are refused unless ``overwrite`` (checked before any work starts).
+
+    With a calibration ``decision`` (kind "images"), scores.csv also holds each image's p-value, flag and flagged
+    pixel count, and the ``.npy`` holds the pixel p-values when the decision asks for a calibrated map.
 
     Raises:
         InputError: an unreadable image or an unwritable output folder.
@@ -100,20 +120,20 @@ def predict_images(
     for start in range(0, len(images), batch_size):
         paths = images[start : start + batch_size]
         pil = [read_image(p) for p in paths]
-        out = model.predict(preprocess_images(model, pil))
-        for k, (path, image) in enumerate(zip(paths, pil)):
+        for k, (path, image, (score, amap)) in enumerate(zip(paths, pil, image_maps(model, pil))):
             name = names[start + k]
-            amap = F.interpolate(out.anomaly_map[k][None, None], size=(image.height, image.width), mode="bilinear",
-                                 align_corners=False)[0, 0].clamp_(0, 1).cpu().numpy().astype(np.float32)
             map_file, overlay_file = out_dir / f"{name}_anomaly_map.npy", out_dir / f"{name}_overlay.png"
+            calibrated = None
             with atomic_path(map_file) as tmp, open(tmp, "wb") as f:
-                np.save(f, amap)
+                np.save(f, amap if decision is None else decision.output_map(amap))
+            if decision is not None:
+                calibrated = {**decision.image_fields(score), "flagged_pixels": int(decision.labelmap(amap).sum())}
             save_png(heatmap_overlay(image, amap), overlay_file, warning=warning)
-            results.append(ImageResult(path, float(out.image_score[k]), float(amap.max()), map_file, overlay_file))
+            results.append(ImageResult(path, score, float(amap.max()), map_file, overlay_file, calibrated))
         bar.update(len(paths))
     bar.close()
     rows = [dict(zip(CSV_FIELDS, (str(r.image), f"{r.image_score:.6f}", f"{r.max_pixel_score:.6f}", r.map_file.name,
-                                  r.overlay_file.name, warning or ""))) for r in results]
+                                  r.overlay_file.name, warning or ""))) | (r.calibrated or {}) for r in results]
     write_csv(rows, out_dir / "scores.csv")
     return results
 

@@ -9,6 +9,7 @@ import torch
 from monai.data import MetaTensor, decollate_batch
 from monai.inferers import Inferer
 
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
 from anomalyclip_med.inference.scan import scan_report, score_loaded_scan
 from anomalyclip_med.transforms.io import REPORT_KEY
@@ -29,14 +30,18 @@ class SliceAnomalyInferer(Inferer):
     Args:
         scoring: scoring options.
         progress: show a progress bar per scan.
+        decision: thresholds from a calibration on normals: its voxel threshold replaces ``scoring.threshold`` and
+            the reports hold each slice's and the scan's p-value and flag.
         scoring_kwargs: :class:`ScoringOptions` fields, when ``scoring`` is not given (bundle configs); they are
             checked here, before any scan is read.
     """
 
-    def __init__(self, scoring: ScoringOptions | None = None, progress: bool = OutputOptions.progress, **scoring_kwargs: Any) -> None:
+    def __init__(self, scoring: ScoringOptions | None = None, progress: bool = OutputOptions.progress,
+                 decision: CalibratedDecision | None = None, **scoring_kwargs: Any) -> None:
         super().__init__()
-        self.scoring = scoring or ScoringOptions(**scoring_kwargs)
-        self.progress = progress
+        scoring = scoring or ScoringOptions(**scoring_kwargs)
+        self.scoring = scoring if decision is None else decision.scoring_options(scoring)
+        self.progress, self.decision = progress, decision
 
     def __call__(self, inputs: torch.Tensor, network: AnomalyCLIP, *args: Any, **kwargs: Any) -> MetaTensor:
         """
@@ -55,7 +60,8 @@ class SliceAnomalyInferer(Inferer):
         for image in decollate_batch(inputs.detach().cpu()):
             result, score = score_loaded_scan(network, image, self.scoring, self.progress)
             maps.append(torch.from_numpy(result.anomaly_map)[None])
-            reports.append(json.dumps(scan_report(network, image, result, score, self.scoring)))
+            reports.append(json.dumps(scan_report(network, image, result, score, self.scoring,
+                                                  decision=self.decision)))
         out = MetaTensor(torch.stack(maps), meta=dict(inputs.meta))
         out.is_batch = True
         out.meta[REPORT_KEY] = reports

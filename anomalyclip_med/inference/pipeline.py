@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.inference.scan import (
     PreparedScan,
     ScanResult,
@@ -171,13 +172,17 @@ class ScanPipeline:
         output: what is written and how (defaults: :class:`OutputOptions`).
         prefetch: scans read ahead (0: read in turn).
         background_write: write outputs in a writer thread.
+        decision: thresholds, p-values and flags from a calibration (its labelmap threshold replaces
+            ``scoring.threshold``).
     """
 
     def __init__(
         self, model: AnomalyCLIP, scoring: ScoringOptions, loading: LoadingOptions | None = None,
         output: OutputOptions | None = None, prefetch: int = DEFAULT_PREFETCH, background_write: bool = True,
+        decision: CalibratedDecision | None = None,
     ) -> None:
-        self.model, self.scoring = model, scoring
+        self.model, self.decision = model, decision
+        self.scoring = scoring if decision is None else decision.scoring_options(scoring)
         self.loading, self.output = loading or LoadingOptions(), output or OutputOptions()
         self.stages: StagedPipeline[tuple[Path, Path], PreparedScan, ScoredScan, ScanResult] = StagedPipeline(
             self._prepare, self._compute, self._write, prefetch, background_write
@@ -193,7 +198,7 @@ class ScanPipeline:
         return compute_scan(self.model, prepared, self.scoring, self.output.progress)
 
     def _write(self, job: tuple[Path, Path], prepared: PreparedScan, scored: ScoredScan) -> ScanResult:
-        return write_scan(self.model, prepared, scored, self.scoring, self.loading, self.output)
+        return write_scan(self.model, prepared, scored, self.scoring, self.loading, self.output, self.decision)
 
     def run(self, jobs: Iterable[tuple[str | Path, str | Path]]) -> Iterator[CaseOutcome]:
         """Score each ``(source, out_dir)``; one outcome per job, in order (``result``: a :class:`ScanResult`)."""

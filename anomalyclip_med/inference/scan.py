@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
+from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.options import (
     AGGREGATIONS,
@@ -175,10 +176,11 @@ def _write_montage(
 def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
     outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
-    case_id: str | None = None,
+    decision: CalibratedDecision | None = None, case_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by
-    :func:`anomalyclip_med.io.scans.load_volume`), the case named ``case_id`` [the file stem]."""
+    :func:`anomalyclip_med.io.scans.load_volume`), the case named ``case_id`` [the file stem]; with a calibration
+    ``decision`` also each slice's and the scan's p-value and flag, and the calibration used."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
     case = case_id or case_id_of(source)
@@ -210,6 +212,7 @@ def scan_report(
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
+        **(decision.scan_fields(result.slice_scores, result.scored, scan_score) if decision else {}),
     }
 
 
@@ -296,7 +299,7 @@ def compute_scan(
 
 def write_scan(
     model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, scoring: ScoringOptions, loading: LoadingOptions,
-    output: OutputOptions,
+    output: OutputOptions, decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
     Write a scored scan's outputs whole or not at all (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`:
@@ -306,7 +309,8 @@ def write_scan(
     image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
     seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
     writers: dict[str, Callable[[str], None]] = {
-        "map": lambda p: write_volume(result.anomaly_map, image.meta, p),
+        "map": lambda p: write_volume(result.anomaly_map if decision is None else decision.output_map(result.anomaly_map),
+                                     image.meta, p),
         "seg": lambda p: write_volume(seg, image.meta, p, label=True),
         "montage": lambda p: _write_montage(p, image, result, output.montage_slices, scoring.threshold,
                                             model.untrained_warning),
@@ -315,8 +319,9 @@ def write_scan(
         writers["dicom_seg"] = lambda p: write_dicom_seg(
             seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
             f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
-    report = scan_report(model, image, result, scan_score, scoring, outputs, loading, output, prepared.case_id)
-    record = resume_record(model, prepared.source, scoring, loading, output)
+    report = scan_report(model, image, result, scan_score, scoring, outputs, loading, output, decision,
+                         prepared.case_id)
+    record = resume_record(model, prepared.source, scoring, loading, output, decision)
     report = write_case_outputs(outputs, writers, {**report, **record})
     return ScanResult(
         case_id=prepared.case_id,
@@ -336,15 +341,17 @@ def write_scan(
 
 def resume_record(
     model: AnomalyCLIP, source: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions | None = None,
-    output: OutputOptions | None = None,
+    output: OutputOptions | None = None, decision: CalibratedDecision | None = None,
 ) -> dict[str, Any]:
     """
     What a finished case was computed from, stored in its scores JSON and compared on resume: ``input`` (the
     scan's :func:`anomalyclip_med.io.cases.input_fingerprint`), ``model`` (``model.identity()``: backbone,
-    weights and prompts) and ``options`` (:func:`scan_options_record`), as they read back from JSON.
+    weights and prompts), ``options`` (:func:`scan_options_record`) and the calibration's hash, as they read back
+    from JSON.
     """
     record = {"input": input_fingerprint(source), "model": model.identity(),
-              "options": scan_options_record(scoring, loading, output)}
+              "options": scan_options_record(scoring, loading, output),
+              "calibration_sha256": decision.calibration.sha256 if decision is not None else None}
     return json.loads(json.dumps(record, default=str))
 
 
@@ -355,6 +362,7 @@ def score_scan(
     scoring: ScoringOptions | None = None,
     loading: LoadingOptions | None = None,
     output: OutputOptions | None = None,
+    decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
     Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
@@ -374,6 +382,8 @@ def score_scan(
         scoring: how the scan is scored (defaults: :class:`ScoringOptions`).
         loading: which volume of the input is scored (defaults: :class:`LoadingOptions`).
         output: what is written and how (defaults: :class:`OutputOptions`).
+        decision: thresholds, p-values and flags from a calibration on normals (its labelmap threshold replaces
+            ``scoring.threshold``).
 
     Raises:
         InputError: a bad scan, or an unwritable output folder.
@@ -381,7 +391,9 @@ def score_scan(
     """
     scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
     check_destination(source, out_dir, output)
+    if decision is not None:
+        scoring = decision.scoring_options(scoring)
     prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,
                             model.std, pin_memory=model.device.type == "cuda")
     scored = compute_scan(model, prepared, scoring, output.progress)
-    return write_scan(model, prepared, scored, scoring, loading, output)
+    return write_scan(model, prepared, scored, scoring, loading, output, decision)

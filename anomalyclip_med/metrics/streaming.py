@@ -141,6 +141,18 @@ class PixelMetricAccumulator:
         hit = pos[::-1] > 0
         return float(np.sum(pos[::-1][hit] / p * tp[hit] / (tp[hit] + fp[hit])))
 
+    def best_dice(self) -> float:
+        """
+        The best pooled Dice = 2 TP / (2 TP + FP + FN) over thresholds at the bin edges (MedIAnomaly's "best Dice":
+        one threshold for all maps of the set, chosen with the masks - an upper bound, not an operating point);
+        NaN without anomalous pixels.
+        """
+        pos, neg, p, _ = self._counts()
+        if p == 0:
+            return float("nan")
+        tp, fp = np.cumsum(pos[::-1])[::-1], np.cumsum(neg[::-1])[::-1]  # at or above each bin
+        return float(np.max(2 * tp / (2 * tp + fp + (p - tp))))
+
     def _above(self, hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
         """Histogram mass strictly above each threshold, interpolating inside the bin that holds it; a bin's
         values are taken as uniform over its part inside [min_score, max_score]."""
@@ -165,5 +177,6 @@ class PixelMetricAccumulator:
         return pro_curve_area(fprs, pros, self.fpr_limit)
 
     def compute(self) -> dict[str, float]:
-        """``{"pixel_auroc", "pixel_ap", "aupro"}``."""
-        return {"pixel_auroc": self.auroc(), "pixel_ap": self.ap(), "aupro": self.aupro()}
+        """``{"pixel_auroc", "pixel_ap", "aupro", "best_dice"}``."""
+        return {"pixel_auroc": self.auroc(), "pixel_ap": self.ap(), "aupro": self.aupro(),
+                "best_dice": self.best_dice()}
