@@ -92,7 +92,9 @@ class CaseReport:
         r = self.report or {}
         slicing = r.get("slicing", {})
         reused = " (reused)" if self.status == "reused" else ""
-        return (f"{self.case.name}: scan score {r.get('scan_score', float('nan')):.4f}, "
+        calibrated = "" if r.get("scan_p_value") is None else (
+            f", scan p-value {r['scan_p_value']:.4f}" + (" FLAGGED" if r.get("scan_flag") else ""))
+        return (f"{self.case.name}: scan score {r.get('scan_score', float('nan')):.4f}{calibrated}, "
                 f"{slicing.get('scored_slices', '?')}/{slicing.get('n_slices', '?')} slices scored{reused} -> "
                 f"{self.outputs['scores'].parent}")
 
