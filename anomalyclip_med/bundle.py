@@ -9,42 +9,49 @@ one ``error: ...`` line (``SystemExit``) instead of a traceback from inside the 
 
 from __future__ import annotations
 
+import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+from monai.data import load_decathlon_datalist
+
 from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
 from anomalyclip_med.calibration.collect import CalibrationRun
 from anomalyclip_med.calibration.run import CalibrateOptions
 from anomalyclip_med.calibration.run import calibrate as calibrate_inputs
+from anomalyclip_med.data.dataset import AnomalyDataset
+from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.run import BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
 from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
-from anomalyclip_med.inference.batch import ScanBatchRunner
-from anomalyclip_med.io.cases import ScanCase, datalist_cases
-from anomalyclip_med.network.factory import ModelOptions, create_model
+from anomalyclip_med.io.cases import find_cases
+from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.network.net import AnomalyCLIPNet
 from anomalyclip_med.training.loop import TrainResult, TrainSettings
 from anomalyclip_med.training.run import TrainData, train_on_dataset
-from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
 
 __all__ = [
-    "default_prompts",
-    "default_weights_dir",
-    "scan_cases",
-    "resume_mode",
-    "preflight",
-    "run_batch",
+    "BundleNetwork",
+    "announce_prompts",
+    "as_bool",
     "build_model",
-    "evaluate",
-    "train",
     "calibrate",
     "calibration_decision",
-    "as_bool",
+    "default_prompts",
+    "default_weights_dir",
+    "evaluate",
+    "prompt_dataset",
+    "prompt_file",
+    "scan_datalist",
+    "torch_device",
+    "train",
 ]
 
 T = TypeVar("T")
@@ -76,58 +83,82 @@ def _user_errors(call: Callable[[], T], hint: str = "") -> T:
         raise SystemExit(f"error: {err}" + (f" {hint}" if hint else "")) from None
 
 
-def scan_cases(
-    dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, case_name: str = "stem", key: str = "testing"
-) -> list[ScanCase]:
+class BundleNetwork(AnomalyCLIPNet):
     """
-    The scans of ``dataset_dir`` as batch cases (:func:`anomalyclip_med.io.cases.datalist_cases`): a folder of
-    scans (walked, sub-folders too), a DICOM series folder, or a MONAI datalist JSON (its ``key`` list of
-    ``{"image": ...}``, paths relative to the JSON's folder). Outputs mirror them below ``output_dir``.
+    The bundle's ``network_def``: :class:`anomalyclip_med.network.AnomalyCLIPNet` (same arguments, state dict and
+    outputs) whose construction errors (missing or unfit weights) end the run with one ``error:`` line naming
+    the bundle override that fixes it, instead of a traceback from inside the config parser.
     """
-    return _refused(lambda: datalist_cases(dataset_dir, case_name, key, output_dir))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
 
 
-def resume_mode(resume: Any = False, overwrite: Any = False) -> str:
-    """The batch runner's resume mode from the bundle's ``continue`` and ``overwrite`` overrides."""
-    return _refused(lambda: "overwrite" if as_bool(overwrite) else "continue" if as_bool(resume) else "refuse")
-
-
-def preflight(runner: ScanBatchRunner) -> None:
-    """The runner's checks (:meth:`ScanBatchRunner.preflight`), run before the network is built."""
-    _refused(runner.preflight)
-
-
-def run_batch(runner: ScanBatchRunner, network: Any) -> int:
+def prompt_file(
+    prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None, backbone: str | None = None,
+    backbone_weights: str | None = None,
+) -> str | None:
     """
-    Run the batch (:meth:`ScanBatchRunner.run`): a case that fails is reported on one ``error:`` line and the
-    others go on.
-
-    Raises:
-        SystemExit: status 2 when any case failed or the run was refused, as ``anomalyclip-med score``.
+    The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
+    ``None`` for untrained prompts. The backbone's named weights are found or fetched in the same step, so that an
+    offline run stops at start with one error naming every missing file.
     """
-    model = getattr(network, "anomalyclip", network)  # a bundle network module wraps the plain AnomalyCLIP
-    summary = _refused(lambda: runner.run(model))
-    if summary.exit_status:
-        raise SystemExit(summary.exit_status)
-    return 0
+    weights = None if ModelOptions(backbone_weights=backbone_weights).random_weights else backbone_weights
+    return _user_errors(lambda: resolve_weights(backbone, weights, prompts, weights_dir).prompts, _FIX)
 
 
-def _refused(call: Callable[[], T]) -> T:
-    """``call()``, a user error ending the run with one ``error:`` line and status 2 (as the command line)."""
-    try:
-        return call()
-    except AnomalyCLIPMedError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+def torch_device(name: str | torch.device) -> torch.device:
+    """The bundle's ``device`` override as a torch device: ``auto`` (CUDA when available, else CPU) or a name."""
+    return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
+
+
+def announce_prompts(prompt_file: str | None, prompts: str | os.PathLike | None, network: AnomalyCLIPNet) -> None:
+    """
+    Tell the network which file ``CheckpointLoader`` will load its prompts from (named in every report), and say
+    loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts).
+    """
+    if prompt_file is not None:
+        network.record_prompt_file(prompt_file, None if Path(str(prompts)).is_file() else str(prompts))
+    parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
+    if prompt_file is None:
+        parts.append("the prompts are UNTRAINED (--prompts untrained)")
+    if parts:
+        print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")
+
+
+def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int, split: str = "test") -> AnomalyDataset:
+    """The training / validation images of a dataset in its native layout (``anomalyclip_med.data`` formats)."""
+    return _user_errors(lambda: AnomalyDataset(load_samples(dataset, dataset_dir, split), image_size))
+
+
+def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
+    """
+    ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
+    datalist JSON (its ``key`` list, paths relative to the JSON's folder).
+    """
+
+    def read() -> list[dict[str, str]]:
+        path = Path(dataset_dir)
+        if path.suffix.lower() == ".json" and path.is_file():
+            if key not in json.loads(path.read_text()):
+                raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
+            return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
+        return [{"image": str(case.source)} for case in find_cases([path])]
+
+    return _user_errors(read)
 
 
 def as_bool(value: Any) -> bool:
-    """A config or command-line boolean: ``true``/``false`` in any case (text from the command line) or a bool."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+    """
+    A config or command-line boolean, read one way whatever its spelling: ``python -m monai.bundle`` passes
+    ``True``/``False`` as booleans but ``true``/``false`` (as the README writes defaults) as text, which would be
+    truthy. Anything else ends the run with one ``error:`` line.
+    """
     if isinstance(value, bool):
         return value
-    raise InputError(f"Expected a boolean (true or false), got {value!r}.")
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise SystemExit(f"error: expected a boolean (true or false), got {value!r}.")
 
 
 def _options(cls: type[T], values: dict[str, Any]) -> T:
@@ -211,7 +242,7 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options:
         settings = _options(CalibrateOptions, options)
         path = Path(dataset_dir)
         inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
-            [case.source for case in datalist_cases(path)]
+            [item["image"] for item in scan_datalist(path)]
         return calibrate_inputs(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
                                 _options(LoadingOptions, options), settings)
 

@@ -1,10 +1,9 @@
 """Where batch outputs go (issue 11: always under the output folder, mirroring the inputs, never into an input
-folder) for every input kind, in the CLI and the bundle; a bundle case fails alone; cohort resume is keyed on
+folder) for every input kind in the CLI; cohort resume is keyed on
 input, model, options, mask and label; benchmark evaluate refuses to overwrite."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,11 +17,8 @@ from evaluate_cli import read_json, run_evaluate
 from scan_data import save_nifti, synthetic_head_ct, write_dicom_series
 
 REPO = TESTS.parent
-BUNDLE = REPO / "bundles" / "anomalyclip_zeroshot"
 TINY_CLI = ["--backbone", str(TINY_CLIP_JSON), "--backbone-weights", "none", "--prompts", "untrained", "--image-size", "56",
             "--no-progress"]
-TINY_BUNDLE = ["--backbone", str(TINY_CLIP_JSON), "--backbone_weights", "none", "--prompts", "untrained", "--image_size", "56",
-               "--progress", "false", "--device", "cpu"]
 SHAPE = (20, 18, 8)
 
 
@@ -72,38 +68,6 @@ def test_cli_places_series_folders_mirrored_and_never_in_an_input_folder(tmp_pat
     inside = _run("-m", "anomalyclip_med", "score", root, "--out", root / "p1" / "results", *TINY_CLI)
     assert inside.returncode == 2 and "inside the input folder" in inside.stderr and "Traceback" not in inside.stderr
     assert not (root / "p1" / "results").exists()
-
-
-def test_bundle_datalist_relative_and_absolute_paths_and_a_bad_case(tmp_path):
-    data = tmp_path / "data"
-    _scan(data / "site_a" / "brain1.nii.gz", seed=1)
-    outside = _scan(tmp_path / "elsewhere" / "brain2.nii.gz", seed=2)
-    (data / "site_a" / "broken.nii.gz").write_bytes(b"\x1f\x8b not a gzip NIfTI")
-    datalist = data / "datalist.json"
-    datalist.write_text(json.dumps({"testing": [{"image": "site_a/brain1.nii.gz"}, {"image": str(outside)},
-                                                {"image": "site_a/broken.nii.gz"}]}))
-    inputs_before = _files(tmp_path)
-    out = data / "out"  # beside the datalist, as a hospital would put it
-    proc = _run("-m", "monai.bundle", "run", "--config_file", BUNDLE / "configs" / "inference.json", "--bundle_root",
-                BUNDLE, "--dataset_dir", datalist, "--output_dir", out, *TINY_BUNDLE)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: broken:") and "broken.nii.gz" in errors[0]
-    assert "Traceback" not in proc.stderr
-    assert "2 scored, 0 reused, 1 failed of 3 case(s)" in proc.stdout
-    assert "brain1: scan score" in proc.stdout and "brain2: scan score" in proc.stdout
-    assert _files(out) == sorted(_outputs("brain1", "site_a") + _outputs("brain2"))
-    assert sorted(p for p in _files(tmp_path) if not p.startswith("data/out/")) == inputs_before
-
-    # a DICOM series folder as dataset_dir: placed by its name under output_dir; `continue` reuses it after
-    series = _series(tmp_path / "CT_7")
-    out2 = tmp_path / "out2"
-    args = ("-m", "monai.bundle", "run", "--config_file", BUNDLE / "configs" / "inference.json", "--bundle_root",
-            BUNDLE, "--dataset_dir", series, "--output_dir", out2, *TINY_BUNDLE)
-    assert _run(*args).returncode == 0
-    assert _files(out2) == _outputs("CT_7")
-    again = _run(*args, "--continue", "true")
-    assert again.returncode == 0 and "0 scored, 1 reused" in again.stdout, again.stderr[-2000:]
 
 
 def test_cohort_resume_follows_mask_label_and_threshold_and_failures_exit_2(tmp_path):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import zipfile
 from pathlib import Path
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.network.checkpoint import read_prompt_checkpoint
 from anomalyclip_med.utils.atomic import atomic_path
 
 # run outputs and caches that never belong in a packaged bundle
@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "export-bundle",
         help="package a bundle folder and a prompt checkpoint into a MONAI bundle zip",
         description="Zip BUNDLE (configs, docs, LICENSE, large_files.yml, sample data) under its folder name, "
-        "with the prompt checkpoint as models/model.pt, which the bundle's configs load by default. The CLIP "
+        "with the prompt checkpoint (the authors' or this package's format) converted to the network's state dict "
+        "as models/model.pt, which the bundle's configs load with MONAI's CheckpointLoader. The CLIP "
         "backbone is not included: large_files.yml says where it comes from.",
     )
     p.add_argument("--bundle", required=True, help="bundle folder (holding configs/metadata.json)")
@@ -30,18 +31,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def export_bundle(bundle: str | Path, prompts: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the bundle zip (MONAI's archive layout: ``<name>/configs/...``, ``<name>/models/model.pt``)."""
+    """
+    Write the bundle zip (MONAI's archive layout: ``<name>/configs/...``, ``<name>/models/model.pt``), the prompts
+    as the state dict of the bundle's network (:func:`anomalyclip_med.network.net.network_state`).
+    """
+    import torch  # heavy imports only when the command runs
+
+    from anomalyclip_med.network.net import network_state
+
     bundle = Path(bundle)
     if not (bundle / "configs" / "metadata.json").is_file():
         raise InputError(f"'{bundle}' is not a MONAI bundle folder: configs/metadata.json is missing.")
-    read_prompt_checkpoint(prompts)  # refuse a file that is not a prompt checkpoint before writing anything
+    state = io.BytesIO()
+    torch.save(network_state(prompts), state)  # refuses a file that is not a prompt checkpoint before writing
     name = bundle.resolve().name
     with atomic_path(out, overwrite=overwrite) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for path in sorted(bundle.rglob("*")):
             rel = path.relative_to(bundle)
             if path.is_file() and not _SKIP_DIRS & set(rel.parts) and rel.parts[0] != "models":
                 z.write(path, f"{name}/{rel.as_posix()}")
-        z.write(prompts, f"{name}/models/model.pt")
+        z.writestr(f"{name}/models/model.pt", state.getvalue())
     return Path(out)
 
 

@@ -12,7 +12,7 @@ from anomalyclip_med.errors import AnomalyCLIPMedError
 from anomalyclip_med.utils.console import quiet_third_party
 
 # module names under anomalyclip_med.cli, each defining add_parser(subparsers) and run(args) -> int
-COMMANDS = ("predict", "score", "calibrate", "train", "evaluate", "export-bundle", "fetch-weights")
+COMMANDS = ("predict", "score", "calibrate", "train", "evaluate", "export-bundle", "convert-prompts", "fetch-weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ from monai.inferers import Inferer
 from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
 from anomalyclip_med.inference.scan import scan_report, score_loaded_scan
+from anomalyclip_med.network.net import as_anomalyclip
 from anomalyclip_med.transforms.io import REPORT_KEY
-from anomalyclip_med.network.model import AnomalyCLIP
 
 __all__ = ["SliceAnomalyInferer"]
 
@@ -43,11 +43,11 @@ class SliceAnomalyInferer(Inferer):
         self.scoring = scoring if decision is None else decision.scoring_options(scoring)
         self.progress, self.decision = progress, decision
 
-    def __call__(self, inputs: torch.Tensor, network: AnomalyCLIP, *args: Any, **kwargs: Any) -> MetaTensor:
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> MetaTensor:
         """
         Args:
             inputs: (B, 1, X, Y, Z) scans with raw intensities, as loaded by ``LoadScand``.
-            network: the AnomalyCLIP model.
+            network: the AnomalyCLIP model (or the bundle's ``AnomalyCLIPNet`` holding it).
 
         Returns:
             (B, 1, X, Y, Z) float32 anomaly maps in [0, 1].
@@ -56,6 +56,7 @@ class SliceAnomalyInferer(Inferer):
             raise ValueError(f"SliceAnomalyInferer expects (B, 1, X, Y, Z) scans, got {tuple(inputs.shape)}.")
         if not isinstance(inputs, MetaTensor):
             raise ValueError("SliceAnomalyInferer needs MetaTensor scans (with their affine), as LoadScand gives.")
+        network = as_anomalyclip(network)
         maps, reports = [], []
         for image in decollate_batch(inputs.detach().cpu()):
             result, score = score_loaded_scan(network, image, self.scoring, self.progress)

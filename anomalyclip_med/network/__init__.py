@@ -16,12 +16,13 @@ __all__, __getattr__ = lazy_exports(
         ),
         "checkpoint": (
             "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
-            "save_prompt_checkpoint", "file_sha256", "load_failure"
+            "save_prompt_checkpoint", "file_sha256", "load_failure", "prompt_state_from"
         ),
         "config": ("REFERENCE_SEED", "AnomalyCLIPConfig"),
         "factory": ("RANDOM_WEIGHTS", "ModelOptions", "resolve_device", "create_model"),
         "materialize": ("build_on_meta", "load_into_meta"),
-        "model": ("PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"),
+        "model": ("PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP", "scores_from_forward"),
+        "net": ("OUTPUT_CHANNELS", "AnomalyCLIPNet", "as_anomalyclip", "network_state", "save_network_state"),
         "prompt_learner": ("PROMPT_TEMPLATES", "PromptLearner", "encode_text_with_prompts"),
         "scoring": ("similarity_probs", "similarity_maps", "layer_anomaly_maps", "gaussian_smooth"),
         "visual": ("resize_positional_embedding", "patch_grid", "dpam_forward"),

@@ -23,6 +23,7 @@ __all__ = [
     "PROMPT_FORMAT_VERSION",
     "read_prompt_checkpoint",
     "load_prompt_state",
+    "prompt_state_from",
     "save_prompt_checkpoint",
     "file_sha256",
     "load_failure",
@@ -95,13 +96,26 @@ def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return {"state_dict": obj["state_dict"], "config": obj.get("config"), "format": "package",
                 "backbone": obj.get("backbone")}
     if isinstance(obj, dict) and isinstance(obj.get("prompt_learner"), dict):
-        sd = {k: v for k, v in obj["prompt_learner"].items() if not k.startswith(_UNUSED_AUTHOR_KEYS)}
+        sd = prompt_state_from(obj)
         _check_tensors(path, sd)
         return {"state_dict": sd, "config": None, "format": "authors", "backbone": None}
     raise CheckpointError(
         f"'{path}' is not a prompt checkpoint: expected the authors' {{'prompt_learner': state_dict}} or a file "
         f"written by anomalyclip_med (format '{PROMPT_FORMAT}')."
     )
+
+
+def prompt_state_from(obj: dict[str, Any], strip: str = "") -> dict[str, torch.Tensor]:
+    """
+    The prompt learner's tensors from a loaded checkpoint of any format: the authors' ``{"prompt_learner": ...}``
+    (without its unused tensors), a package prompt file (its ``state_dict``), or a state dict whose prompt keys
+    start with ``strip`` (e.g. a bundle network's ``anomalyclip.prompt_learner.``), which is removed.
+    """
+    if obj.get("format") == PROMPT_FORMAT:
+        return dict(obj["state_dict"])
+    if isinstance(obj.get("prompt_learner"), dict):
+        return {k: v for k, v in obj["prompt_learner"].items() if not k.startswith(_UNUSED_AUTHOR_KEYS)}
+    return {k[len(strip):] if strip and k.startswith(strip) else k: v for k, v in obj.items()}
 
 
 def load_prompt_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:

@@ -28,7 +28,7 @@ from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps,
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
 from anomalyclip_med.weights import DEFAULT_PROMPTS, UNTRAINED, resolve_weights
 
-__all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP"]
+__all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP", "scores_from_forward"]
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -321,14 +321,25 @@ class AnomalyCLIP(nn.Module):
             features: also return the global and patch features.
         """
         images = self._as_batch(batch)
-        fwd = self.forward(images, self.text_features())
-        layers = layer_anomaly_maps(fwd.similarity_maps)
-        combined = layers.sum(dim=0)
-        smoothed = gaussian_smooth(combined, self.config.sigma) if smooth else combined
-        return AnomalyCLIPOutput(
-            image_score=fwd.image_logits.softmax(dim=-1)[:, 1],
-            anomaly_map=(smoothed / layers.shape[0]).clamp_(0, 1),
-            layer_maps=layers if layer_maps else None,
-            image_features=fwd.image_features if features else None,
-            patch_features=fwd.patch_features if features else None,
+        return scores_from_forward(
+            self.forward(images, self.text_features()), self.config.sigma if smooth else 0.0, layer_maps, features
         )
+
+
+def scores_from_forward(
+    fwd: AnomalyCLIPForward, sigma: float, layer_maps: bool = False, features: bool = False
+) -> AnomalyCLIPOutput:
+    """
+    The scores of a network forward: the image score and the anomaly map (the sum of the layer maps, Gaussian-smoothed
+    with ``sigma`` pixels (0: not smoothed), divided by the number of layers); the per-layer maps and the features
+    only when asked for.
+    """
+    layers = layer_anomaly_maps(fwd.similarity_maps)
+    smoothed = gaussian_smooth(layers.sum(dim=0), sigma)
+    return AnomalyCLIPOutput(
+        image_score=fwd.image_logits.softmax(dim=-1)[:, 1],
+        anomaly_map=(smoothed / layers.shape[0]).clamp_(0, 1),
+        layer_maps=layers if layer_maps else None,
+        image_features=fwd.image_features if features else None,
+        patch_features=fwd.patch_features if features else None,
+    )

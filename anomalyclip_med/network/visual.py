@@ -8,6 +8,8 @@ the dual path of DPAM (diagonally prominent attention map) in the last layers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
@@ -24,7 +26,8 @@ def resize_positional_embedding(pos: torch.Tensor, grid: tuple[int, int]) -> tor
 
     Bilinear, ``align_corners=False``, no antialiasing: the reference's resizing.
     """
-    side = int(round((pos.shape[0] - 1) ** 0.5))
+    # a parameter's length is fixed: read it as a Python int (under torch.jit.trace shapes are traced tensors)
+    side = math.isqrt(int(pos.shape[0]) - 1)
     if (side, side) == tuple(grid):
         return pos
     patch_pos = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)

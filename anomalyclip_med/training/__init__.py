@@ -12,7 +12,8 @@ __all__, __getattr__ = lazy_exports(
         "loop": (
             "TrainSettings", "TrainResult", "LOSS_KEYS", "checkpoint_path", "find_checkpoints", "check_out_dir", "train"
         ),
-        "objective": ("PIXEL_WEIGHT", "compute_losses"),
+        "engine": ("prepare_prompt_batch",),
+        "objective": ("PIXEL_WEIGHT", "PromptLoss", "compute_losses", "losses_from_forward"),
         "optim": ("LEARNING_RATE", "BETAS", "make_optimizer"),
         "losses": ("FocalLoss", "dice_loss"),
         "run": ("TRAIN_PROMPTS", "TrainData", "train_on_dataset"),

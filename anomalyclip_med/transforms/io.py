@@ -17,9 +17,10 @@ from monai.data import FolderLayout, MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from anomalyclip_med.io.scans import load_volume
-from anomalyclip_med.io.writers import write_json
+from anomalyclip_med.io.writers import write_json, write_volume
+from anomalyclip_med.utils.atomic import atomic_path
 
-__all__ = ["REPORT_KEY", "LoadScan", "LoadScand", "SaveScanReportd"]
+__all__ = ["REPORT_KEY", "LoadScan", "LoadScand", "SaveScanReportd", "SaveVolumed"]
 
 
 class LoadScan(Transform):
@@ -109,4 +110,43 @@ class SaveScanReportd(MapTransform):
             meta = d[key].meta
             path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
             write_json(json.loads(meta[REPORT_KEY]), path, overwrite=self.overwrite)
+        return d
+
+
+class SaveVolumed(MapTransform):
+    """
+    Write predicted volumes as :func:`write_volume` does for ``anomalyclip-med score`` (NIfTI in the scan's geometry,
+    the input's qform/sform codes, a labelmap with the NIfTI ``label`` intent), atomically, named by MONAI's
+    ``FolderLayout`` as ``SaveImaged`` names them (``<case>_<postfix>.nii.gz``, input folders kept below
+    ``data_root_dir``).
+
+    Args:
+        keys: keys of (1, X, Y, Z) predictions whose meta data is the loaded scan's.
+        output_dir: output folder.
+        output_postfix: appended to the case name.
+        label: write a uint8 labelmap instead of a float32 map.
+        data_root_dir: keep the input's folders below this root in the output.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        output_postfix: str,
+        label: bool = False,
+        data_root_dir: str = "",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".nii.gz", parent=False,
+                                   makedirs=True, data_root_dir=data_root_dir)
+        self.label = label
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            meta = d[key].meta
+            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
+            with atomic_path(path) as tmp:
+                write_volume(d[key].detach().cpu().numpy()[0], meta, tmp, label=self.label)
         return d
