@@ -30,7 +30,7 @@ from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.options import BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
 from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
-from anomalyclip_med.io.scans import expand_sources
+from anomalyclip_med.io.cases import find_cases
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
@@ -147,7 +147,7 @@ def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[
             if key not in json.loads(path.read_text()):
                 raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
             return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
-        return [{"image": str(p)} for p in expand_sources([path])]
+        return [{"image": str(case.source)} for case in find_cases([path])]
 
     return _user_errors(read)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["AnomalyCLIPMedError", "MissingWeightsError", "BackboneError", "CheckpointError", "InputError", "OutputExistsError"]
+__all__ = ["AnomalyCLIPMedError", "MissingWeightsError", "BackboneError", "CheckpointError", "InputError", "OutputExistsError",
+           "OutputLockedError"]
 
 
 class AnomalyCLIPMedError(Exception):
@@ -27,3 +28,7 @@ class InputError(AnomalyCLIPMedError, ValueError):
 
 class OutputExistsError(AnomalyCLIPMedError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
+
+
+class OutputLockedError(AnomalyCLIPMedError, BlockingIOError):
+    """Another live run is writing into the same output folder."""

@@ -29,11 +29,11 @@ def test_score_cli_scores_good_scans_and_reports_bad_ones(tmp_path):
     dynamic = save_nifti(np.zeros((8, 8, 4, 2), np.float32), np.eye(4), tmp_path / "dynamic.nii.gz")
     out = tmp_path / "out"
     proc = _score(good, dynamic, "--out", out, *TINY, "--preset", "brain", "--window-width", "100",
-                  "--axis", "0", "--threshold", "0.4", "--batch-size", "3", "--dicom-seg")
+                  "--axis", "0", "--threshold", "0.4", "--batch-size", "3")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "error: " in proc.stderr and "--volume-index" in proc.stderr and "dynamic.nii.gz" in proc.stderr
-    assert "good: scan score" in proc.stdout and "scored 1 of 2 scan(s)" in proc.stdout
+    assert "good: scan score" in proc.stdout and "1 scored, 0 reused, 1 failed of 2 case(s)" in proc.stdout
     assert "RANDOM" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["good_anomaly_map.nii.gz", "good_anomaly_seg.nii.gz",
                                                      "good_overlay.png", "good_scores.json"]

@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.scans import case_id_of, expand_sources
+from anomalyclip_med.io.cases import find_cases
+from anomalyclip_med.io.scans import case_id_of
 from anomalyclip_med.transforms import LoadScan
 from conftest import SHARED_DATA, needs_shared_data
 from scan_data import LPS, oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
@@ -104,12 +105,12 @@ def test_case_names_and_source_expansion(tmp_path):
     vols.mkdir()
     for name in ("b.nii.gz", "a.nrrd", "notes.txt"):
         (vols / name).write_bytes(b"")
-    assert [p.name for p in expand_sources([vols, folder])] == ["a.nrrd", "b.nii.gz", "CT_SERIES_7"]
+    assert [c.source.name for c in find_cases([vols, folder])] == ["a.nrrd", "b.nii.gz", "CT_SERIES_7"]
     with pytest.raises(InputError, match="does not exist"):
-        expand_sources([tmp_path / "missing.nii.gz"])
+        find_cases([tmp_path / "missing.nii.gz"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="neither DICOM files nor volume files"):
-        expand_sources([tmp_path / "empty"])
+    with pytest.raises(InputError, match="neither DICOM series nor volume files"):
+        find_cases([tmp_path / "empty"])
 
 
 @needs_shared_data

@@ -35,7 +35,7 @@ def test_two_torchrun_processes_write_the_single_process_outputs(tmp_path):
     for proc in (single, double):
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "case3" in errors[0], proc.stderr
-        assert "scored 3 of 4 scan(s)" in proc.stdout
+        assert "3 scored, 0 reused, 1 failed of 4 case(s)" in proc.stdout
     assert "by 2 processes" in double.stdout
     one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()}
     two = {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir()}

@@ -62,7 +62,7 @@ def calibration_inputs(inputs: list[str | os.PathLike], dataset: str | None = No
         InputError: a missing input, a dataset root that does not fit its layout, no normal images.
     """
     from anomalyclip_med.io.images import list_images
-    from anomalyclip_med.io.scans import expand_sources
+    from anomalyclip_med.io.cases import find_cases
 
     paths = [Path(p) for p in inputs]
     missing = [p for p in paths if not p.exists()]
@@ -79,7 +79,7 @@ def calibration_inputs(inputs: list[str | os.PathLike], dataset: str | None = No
         return "images", normals
     if _all_images(paths):
         return "images", list_images(paths)
-    return "scans", expand_sources(paths)
+    return "scans", [case.source for case in find_cases(paths)]
 
 
 def calibrate(

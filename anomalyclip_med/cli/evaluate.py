@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from anomalyclip_med.cli.options import (
+    add_batch_options,
     add_calibration_options,
     add_model_options,
     add_scan_options,
@@ -16,8 +17,9 @@ from anomalyclip_med.cli.options import (
     scoring_options_from_args,
 )
 from anomalyclip_med.data import DATASETS
-from anomalyclip_med.evaluation.options import MANIFEST, BenchmarkOptions, CohortOptions
+from anomalyclip_med.evaluation.options import COHORT_RESUME, MANIFEST, BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.protocols import METRIC_SETS
+from anomalyclip_med.inference.options import OutputOptions
 from anomalyclip_med.network.factory import ModelOptions
 
 # torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
@@ -40,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=BenchmarkOptions.batch_size,
                    help="images (benchmark) or slices (manifest) per batch")
+    add_batch_options(p, resume=COHORT_RESUME)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
+                   help="no progress bar")
     p.add_argument("--seed", type=int, default=ModelOptions.seed, help="torch seed before building the model (makes "
                    "a random test backbone the same in every process)")
     g = p.add_argument_group("benchmark datasets")
@@ -55,8 +60,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="list to read from a MONAI datalist JSON")
     add_scan_options(g)
     g.add_argument("--montage", type=int, default=CohortOptions.montage, help="worst misses shown in worst_misses.png")
-    g.add_argument("--overwrite", action="store_true", default=CohortOptions.overwrite,
-                   help="recompute cases that finished in an earlier run")
     add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
@@ -66,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from anomalyclip_med.evaluation.run import evaluate
 
     # --batch-size counts images for a benchmark and slices for a manifest; each options class takes it
-    evaluate(
+    run = evaluate(
         args.dataset, args.root, args.out, model_options_from_args(args),
         benchmark=BenchmarkOptions(split=args.split, limit=args.limit, batch_size=args.batch_size,
-                                   num_workers=args.num_workers, metric_set=args.metric_set),
-        cohort=CohortOptions(datalist_key=args.datalist_key, montage=args.montage, overwrite=args.overwrite),
-        scoring=scoring_options_from_args(args),
+                                   num_workers=args.num_workers, metric_set=args.metric_set,
+                                   overwrite=args.overwrite),
+        cohort=CohortOptions(datalist_key=args.datalist_key, montage=args.montage, overwrite=args.overwrite,
+                             case_name=args.case_name),
+        scoring=scoring_options_from_args(args), progress=args.progress,
         calibration=calibration_options_from_args(args),
     )
-    return 0
+    return 2 if run.get("cases", {}).get("failed") else 0  # some cases failed alone

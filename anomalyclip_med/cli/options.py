@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from anomalyclip_med.inference.options import AGGREGATIONS, ScoringOptions
+from anomalyclip_med.inference.options import AGGREGATIONS, BatchOptions, ScoringOptions
+from anomalyclip_med.io.cases import CASE_NAMING
 from anomalyclip_med.network.factory import AUTO_PRECISION, AUTO_PRECISION_TOLERANCE, PRECISION_CHOICES, ModelOptions
 from anomalyclip_med.transforms.windows import PRESETS
 from anomalyclip_med.weights import CACHE_ENV, DEFAULT_PROMPTS, UNTRAINED, WEIGHTS_DIR_ENV
@@ -19,6 +20,8 @@ __all__ = [
     "scoring_options_from_args",
     "add_calibration_options",
     "calibration_options_from_args",
+    "add_batch_options",
+    "batch_options_from_args",
 ]
 
 
@@ -113,6 +116,26 @@ def scoring_options_from_args(args: argparse.Namespace) -> ScoringOptions:
         threshold=args.threshold, batch_size=args.batch_size, z_smooth=args.z_smooth, aggregation=args.aggregation,
         topk=args.topk, skip_empty=args.skip_empty, body_mask=args.body_mask,
     )
+
+
+def add_batch_options(g: argparse._ActionsContainer, resume: str = BatchOptions.resume) -> None:
+    """Case naming and what to do with existing outputs (``score``, ``evaluate --dataset manifest``); see
+    :class:`BatchOptions` (``resume``: the command's default mode)."""
+    resume_default = resume == "continue"
+    g.add_argument("--case-name", default=BatchOptions.case_name, choices=CASE_NAMING,
+                   help="how cases are named in outputs, logs and reports: 'stem' (file stem or DICOM series folder, "
+                   "parent folders added where names collide; default), 'parent' (parent folder + stem), "
+                   "'relpath' (path below the input folder)")
+    how = g.add_mutually_exclusive_group()
+    how.add_argument("--continue", dest="resume", action="store_true", default=resume_default,
+                     help="reuse finished cases whose outputs are whole and were made from the same input, model "
+                     "and options; compute the others" + (" (the default)" if resume_default else ""))
+    how.add_argument("--overwrite", action="store_true", help="compute every case again, replacing its outputs")
+
+
+def batch_options_from_args(args: argparse.Namespace) -> BatchOptions:
+    return BatchOptions(case_name=args.case_name,
+                        resume="overwrite" if args.overwrite else "continue" if args.resume else "refuse")
 
 
 def add_calibration_options(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.scans import case_id_of, safe_case_id
+from anomalyclip_med.io.cases import name_cases
 
 __all__ = ["CohortCase", "read_manifest"]
 
@@ -131,13 +131,15 @@ def _rows_datalist(path: Path, key: str) -> list[dict]:
     ]
 
 
-def read_manifest(path: str | os.PathLike, datalist_key: str = "testing") -> list[CohortCase]:
+def read_manifest(path: str | os.PathLike, datalist_key: str = "testing", case_name: str = "stem") -> list[CohortCase]:
     """
     Read a cohort manifest (CSV, or MONAI datalist JSON).
 
     Args:
         path: the manifest file.
         datalist_key: the JSON list to read.
+        case_name: how cases without a ``case_id`` are named (:func:`anomalyclip_med.io.cases.name_cases`, the
+            rule of every batch command: file stem, parent folders added where stems collide).
 
     Returns:
         the cases in manifest order. Files are not opened here: a missing or corrupt scan fails only its case.
@@ -152,12 +154,16 @@ def read_manifest(path: str | os.PathLike, datalist_key: str = "testing") -> lis
     rows = _rows_datalist(path, datalist_key) if path.suffix.lower() == ".json" else _rows_csv(path)
     if not rows:
         raise InputError(f"Manifest '{path}' lists no cases.")
-    cases, seen = [], {}
     for i, row in enumerate(rows):
         if row["image"] is None:
             raise InputError(f"Manifest '{path}' case {i + 1} has no image.")
+    unnamed = [i for i, row in enumerate(rows) if not row["case_id"]]
+    derived = dict(zip(unnamed, name_cases([rows[i]["image"] for i in unnamed], [path.parent] * len(unnamed),
+                                           case_name)))
+    cases, seen = [], {}
+    for i, row in enumerate(rows):
         given = str(row["case_id"]).strip() if row["case_id"] else ""
-        cid = unicodedata.normalize("NFC", given) if given else safe_case_id(case_id_of(row["image"]))
+        cid = unicodedata.normalize("NFC", given) if given else derived[i]
         if not _SAFE_ID.match(cid):
             raise InputError(f"Manifest '{path}': case_id {cid!r} must be letters, digits, '.', '_' or '-', not "
                              "starting with '.', '_' or '-' (it names the case's output folder).")

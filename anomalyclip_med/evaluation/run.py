@@ -6,6 +6,7 @@ or under ``torchrun`` (the images or cases are shared out; rank 0 writes the rep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -16,9 +17,9 @@ from typing import Any
 
 from anomalyclip_med.calibration.calibration import CalibrationOptions
 from anomalyclip_med.data import DATASETS, load_samples
-from anomalyclip_med.errors import InputError
+from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputLockedError
 from anomalyclip_med.evaluation.benchmark import dataset_metrics, evaluate_samples, subsample, write_dataset_report
-from anomalyclip_med.evaluation.cohort import evaluate_cohort
+from anomalyclip_med.evaluation.cohort import cohort_runner, evaluate_cohort
 from anomalyclip_med.evaluation.cohort_report import write_cohort_report
 from anomalyclip_med.evaluation.manifest import read_manifest
 from anomalyclip_med.evaluation.options import MANIFEST, BenchmarkOptions, CohortOptions
@@ -26,7 +27,10 @@ from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
 from anomalyclip_med.io.writers import write_json
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
+from anomalyclip_med.utils.atomic import remove_stale_temporaries
 from anomalyclip_med.utils.distributed import DistributedContext
+from anomalyclip_med.utils.lock import FolderLock
+from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = ["RUN_INFO", "run_benchmark", "run_cohort", "evaluate"]
 
@@ -38,16 +42,35 @@ def _run(
     body: Callable[[AnomalyCLIP, DistributedContext], dict[str, Any]],
 ) -> dict[str, Any]:
     started = time.time()
+    created = not Path(out_dir).exists()
     with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
-        model = create_model(replace(model_options, device=str(ctx.device)))
-        info = body(model, ctx)
-        run = {"command": "evaluate", "dataset": kind, "root": str(root), "world_size": ctx.world_size,
-               "seconds": round(time.time() - started, 2), **info, "model": model.identity()}
-        if ctx.is_main:
-            write_json(run, Path(out_dir) / RUN_INFO)
-            if model.untrained_warning:
-                print(model.untrained_warning)
-        ctx.barrier()
+        lock, refused = None, None
+        if ctx.is_main:  # one run per output folder: rank 0 holds it for the job
+            try:
+                lock = FolderLock(out_dir).acquire()
+                remove_stale_temporaries(out_dir)
+            except AnomalyCLIPMedError as err:
+                refused = err
+        if any(ctx.gather(refused is not None)):
+            if refused is not None:
+                raise refused
+            raise OutputLockedError(f"Output folder '{out_dir}' is in use by another run.")
+        try:
+            model = create_model(replace(model_options, device=str(ctx.device)))
+            info = body(model, ctx)
+            run = {"command": "evaluate", "dataset": kind, "root": str(root), "world_size": ctx.world_size,
+                   "seconds": round(time.time() - started, 2), **info, "model": model.identity()}
+            if ctx.is_main:
+                write_json(run, Path(out_dir) / RUN_INFO)
+                if model.untrained_warning:
+                    print(model.untrained_warning)
+            ctx.barrier()
+        finally:
+            if lock is not None:
+                lock.release()
+                if created:
+                    with contextlib.suppress(OSError):
+                        Path(out_dir).rmdir()  # a run that failed before writing anything leaves no folder
     return run
 
 
@@ -85,6 +108,10 @@ def run_benchmark(
     samples = subsample(load_samples(dataset, root, split=benchmark.split), benchmark.limit)
     calibration = calibration or CalibrationOptions()
     calibration.check("images")
+    out = Path(out_dir)
+    report = [*(out / f"{dataset}_metrics.{ext}" for ext in ("md", "csv", "json")), out / f"{dataset}_images.csv",
+              out / RUN_INFO]
+    check_outputs(out_dir, report, [root], benchmark.overwrite)
 
     def body(net: AnomalyCLIP, ctx: DistributedContext) -> dict[str, Any]:
         decision = calibration.decision("images", net.identity())
@@ -136,14 +163,15 @@ def run_cohort(
         raise InputError("evaluate computes its voxel metrics from the probability maps: leave out --map calibrated "
                          "(write calibrated maps with 'score --map calibrated').")
     calibration.check("scans", scoring)
-    cases = read_manifest(manifest, cohort.datalist_key)
-    output = OutputOptions(overwrite=cohort.overwrite, progress=False)
+    cases = read_manifest(manifest, cohort.datalist_key, cohort.case_name)
+    runner = cohort_runner(cases, out_dir, scoring, OutputOptions(overwrite=cohort.overwrite, progress=False))
+    runner.preflight()  # before any weights load
 
     def body(net: AnomalyCLIP, ctx: DistributedContext) -> dict[str, Any]:
         decision = calibration.decision("scans", net.identity(), scoring)
         scored_with = scoring if decision is None else decision.scoring_options(scoring)
         bar = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
-        records, counts = evaluate_cohort(net, cases, out_dir, scored_with, output, ctx, bar, decision)
+        records, counts = evaluate_cohort(net, cases, runner, ctx, bar, decision)
         if ctx.is_main:
             paths = write_cohort_report(records, out_dir, scored_with.threshold, cohort.montage, decision)
             print(Path(paths["report_md"]).read_text(encoding="utf-8").split("## Scan level")[0].strip())
@@ -162,12 +190,14 @@ def evaluate(
     cohort: CohortOptions | None = None,
     scoring: ScoringOptions | None = None,
     calibration: CalibrationOptions | None = None,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """
     :func:`run_cohort` when ``dataset`` is ``"manifest"`` (``root`` is then the manifest file, scored with
     ``cohort`` and ``scoring``), else :func:`run_benchmark` on the dataset layout ``dataset`` (with ``benchmark``);
-    ``calibration`` adds the operating point at calibrated thresholds to either.
+    ``calibration`` adds the operating point at calibrated thresholds to either; ``progress``: a progress bar
+    [None: when stderr is a terminal].
     """
     if dataset == MANIFEST:
-        return run_cohort(root, out_dir, cohort, scoring, model, calibration=calibration)
-    return run_benchmark(dataset, root, out_dir, benchmark, model, calibration=calibration)
+        return run_cohort(root, out_dir, cohort, scoring, model, progress, calibration=calibration)
+    return run_benchmark(dataset, root, out_dir, benchmark, model, progress, calibration=calibration)

@@ -10,19 +10,20 @@ __all__, __getattr__ = lazy_exports(
     __name__,
     {
         "options": (
-            "AGGREGATIONS", "PREDICT_BATCH_SIZE", "LoadingOptions", "ScoringOptions", "OutputOptions",
-            "scan_options_record"
+            "AGGREGATIONS", "PREDICT_BATCH_SIZE", "RESUME_MODES", "LoadingOptions", "ScoringOptions", "OutputOptions",
+            "BatchOptions", "scan_options_record"
         ),
         "images2d": ("ImageResult", "output_names", "preprocess_images", "image_maps", "predict_images"),
         "inferer": ("SliceAnomalyInferer",),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "ScanResult", "PreparedScan", "ScoredScan", "aggregate_scores",
-            "case_id_of", "expected_outputs", "scan_report", "score_loaded_scan", "prepare_scan", "compute_scan",
-            "write_scan", "score_scan"
+            "case_id_of", "expected_outputs", "check_destination", "resume_record", "scan_report", "score_loaded_scan",
+            "prepare_scan", "compute_scan", "write_scan", "score_scan"
         ),
         "slices": (
             "SlicePlan", "SliceScores", "plan_slices", "score_planned", "score_slices", "smooth_along_axis", "to_device"
         ),
         "pipeline": ("CaseOutcome", "StagedPipeline", "ScanPipeline", "DEFAULT_PREFETCH"),
+        "batch": ("CaseReport", "BatchSummary", "ScanBatchRunner", "describe_error"),
     },
 )

@@ -15,17 +15,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.cases import CASE_NAMING
 from anomalyclip_med.transforms.windows import PRESETS
 
 if TYPE_CHECKING:
     from anomalyclip_med.transforms.intensity import IntensityPreset
 
 __all__ = [
-    "AGGREGATIONS", "PREDICT_BATCH_SIZE", "LoadingOptions", "ScoringOptions", "OutputOptions", "scan_options_record"
+    "AGGREGATIONS", "PREDICT_BATCH_SIZE", "RESUME_MODES", "LoadingOptions", "ScoringOptions", "OutputOptions",
+    "BatchOptions", "scan_options_record"
 ]
 
 AGGREGATIONS = ("topk_mean", "max", "mean")
 PREDICT_BATCH_SIZE = 8  # 2D images per forward pass (the predict command's --batch-size default)
+# what a batch does with existing outputs: "refuse" them before it starts; "continue": reuse finished cases made
+# from the same input, model and options and compute the others; "overwrite": compute every case again
+RESUME_MODES = ("refuse", "continue", "overwrite")
 
 
 def _invalid(kind: str, name: str, value: Any, rule: str) -> InputError:
@@ -165,7 +170,31 @@ class OutputOptions:
 def scan_options_record(
     scoring: ScoringOptions, loading: LoadingOptions | None = None, output: OutputOptions | None = None
 ) -> dict[str, Any]:
-    """The options as recorded in a scan's scores report: every field that changes what is written."""
+    """The options as recorded in a scan's scores report and compared on resume: every field that changes what
+    is written."""
     record = {**asdict(loading or LoadingOptions()), **asdict(scoring), **asdict(output or OutputOptions())}
-    record.pop("progress")  # shows a bar; changes no output
+    # a bar, a permission and a speed setting: none changes an output (a resumed run may use other values)
+    for key in ("progress", "overwrite", "batch_size"):
+        record.pop(key)
     return record
+
+
+@dataclass
+class BatchOptions:
+    """
+    How a batch of scans is run (defaults in brackets).
+
+    Attributes:
+        case_name: how cases are named, one of :data:`CASE_NAMING` ["stem": the file stem or DICOM series folder,
+            parent folders added where names collide].
+        resume: what to do with existing outputs, one of :data:`RESUME_MODES` ["refuse"].
+    """
+
+    case_name: str = "stem"
+    resume: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.case_name not in CASE_NAMING:
+            raise _invalid("batch", "case_name", self.case_name, f"one of {', '.join(CASE_NAMING)}")
+        if self.resume not in RESUME_MODES:
+            raise _invalid("batch", "resume", self.resume, f"one of {', '.join(RESUME_MODES)}")

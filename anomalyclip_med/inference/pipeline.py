@@ -29,6 +29,7 @@ from anomalyclip_med.inference.scan import (
     PreparedScan,
     ScanResult,
     ScoredScan,
+    check_destination,
     compute_scan,
     prepare_scan,
     write_scan,
@@ -189,6 +190,7 @@ class ScanPipeline:
 
     def _prepare(self, job: tuple[Path, Path]) -> PreparedScan:
         m = self.model
+        check_destination(job[0], job[1], self.output)
         return prepare_scan(job[0], job[1], self.scoring, self.loading, self.output, m.config.image_size, m.mean,
                             m.std, pin_memory=m.device.type == "cuda")
 

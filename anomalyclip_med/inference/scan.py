@@ -5,9 +5,10 @@ anomaly map, labelmap, scores JSON, overlay montage (and optionally a DICOM SEG)
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from anomalyclip_med.inference.options import (
     scan_options_record,
 )
 from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
+from anomalyclip_med.io.case_outputs import write_case_outputs
+from anomalyclip_med.io.cases import input_fingerprint
 from anomalyclip_med.io.scans import case_id_of, load_volume
-from anomalyclip_med.io.writers import write_dicom_seg, write_json, write_montage, write_volume
+from anomalyclip_med.io.writers import write_dicom_seg, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.utils.atomic import atomic_path
 from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "aggregate_scores",
     "case_id_of",
     "expected_outputs",
+    "check_destination",
+    "resume_record",
     "scan_report",
     "score_loaded_scan",
     "prepare_scan",
@@ -80,6 +84,7 @@ class ScanResult:
         dicom_seg_path: ``<case>_anomaly_seg.dcm`` when requested.
         preset: the intensity preset used (``auto`` resolved).
         scored_slices: how many slices went through the network.
+        report: the scores JSON content as written.
     """
 
     case_id: str
@@ -93,15 +98,19 @@ class ScanResult:
     dicom_seg_path: Path | None = None
     preset: str = ""
     scored_slices: int = 0
+    report: dict[str, Any] | None = None
 
 
-def expected_outputs(source: str | os.PathLike, out_dir: str | os.PathLike, dicom_seg: bool = False) -> dict[str, Path]:
+def expected_outputs(
+    source: str | os.PathLike, out_dir: str | os.PathLike, dicom_seg: bool = False, case_id: str | None = None
+) -> dict[str, Path]:
     """
     The paths :func:`score_scan` writes for ``source``: keys ``map``, ``seg``, ``scores``, ``montage`` (and
-    ``dicom_seg`` when requested and ``source`` is a DICOM series folder). ``scores`` is renamed into place last,
-    so its presence means a finished case.
+    ``dicom_seg`` when requested and ``source`` is a DICOM series folder), named after ``case_id`` [the file
+    stem]. ``scores`` is renamed into place last and lists the others' sizes and hashes
+    (:func:`anomalyclip_med.io.case_outputs.read_finished_case`).
     """
-    case = case_id_of(source)
+    case = case_id or case_id_of(source)
     out = {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
     if dicom_seg and Path(source).is_dir():
         out["dicom_seg"] = Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
@@ -167,14 +176,14 @@ def _write_montage(
 def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
     outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
-    decision: CalibratedDecision | None = None,
+    decision: CalibratedDecision | None = None, case_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by
-    :func:`anomalyclip_med.io.scans.load_volume`); with a calibration ``decision`` also each slice's and the scan's
-    p-value and flag, and the calibration used."""
+    :func:`anomalyclip_med.io.scans.load_volume`), the case named ``case_id`` [the file stem]; with a calibration
+    ``decision`` also each slice's and the scan's p-value and flag, and the calibration used."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
-    case = case_id_of(source)
+    case = case_id or case_id_of(source)
     g = result.geometry
     identity = model.identity()
     return {
@@ -190,7 +199,8 @@ def scan_report(
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": scoring.skip_empty, "foreground_threshold": result.foreground_threshold,
                     "min_foreground": scoring.min_foreground, "z_smooth_mm": scoring.z_smooth,
-                    "body_mask": scoring.body_mask, "body_voxels": result.body_voxels},
+                    "body_mask": scoring.body_mask, "body_voxels": result.body_voxels,
+                    "batch_size": scoring.batch_size},
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
@@ -234,32 +244,45 @@ class ScoredScan:
     scan_score: float
 
 
+def check_destination(source: str | os.PathLike, out_dir: str | os.PathLike, output: OutputOptions) -> None:
+    """Refuse, before any work, a scan that does not exist or outputs that may not be written
+    (:func:`anomalyclip_med.utils.paths.check_outputs`). A batch is checked whole instead, by
+    :meth:`anomalyclip_med.inference.batch.ScanBatchRunner.preflight`."""
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"Scan '{source}' does not exist.")
+    outputs = expected_outputs(source, out_dir, output.dicom_seg)
+    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
+
+
 def prepare_scan(
     source: str | os.PathLike, out_dir: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions,
     output: OutputOptions, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False,
+    case_id: str | None = None, loader: Callable[[Path], Any] | None = None,
 ) -> PreparedScan:
     """
-    The host side before the network: check the destination, read the scan whole and plan its slices (preset,
-    foreground test). Runs ahead of the network in :class:`anomalyclip_med.inference.pipeline.ScanPipeline`.
+    The host side before the network: read the scan whole and plan its slices (preset, foreground test). Runs
+    ahead of the network in :class:`anomalyclip_med.inference.pipeline.StagedPipeline`; the destination is
+    checked before (:func:`check_destination`).
 
     Args:
         image_size, mean, std: the network input's side and normalisation (``model.config.image_size``,
             ``model.mean``, ``model.std``; the model itself is not touched here).
         pin_memory: put the scan in page-locked memory for a fast, asynchronous upload to a CUDA device.
+        case_id: the case name [the file stem].
+        loader: reads the scan from its path [:class:`LoadScan` with ``loading``'s series/volume choice].
     """
     source, out_dir = Path(source), Path(out_dir)
-    if not source.exists():
-        raise InputError(f"Scan '{source}' does not exist.")
-    outputs = expected_outputs(source, out_dir, output.dicom_seg)
-    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
-    image = load_volume(source, loading.series_uid, loading.volume_index)
+    case = case_id or case_id_of(source)
+    outputs = expected_outputs(source, out_dir, output.dicom_seg, case)
+    image = loader(source) if loader else load_volume(source, loading.series_uid, loading.volume_index)
     plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
                        scoring.min_foreground, body_mask=scoring.body_mask)
     if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
         image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
         if plan.body is not None:
             plan.body = plan.body.pin_memory()
-    return PreparedScan(source, case_id_of(source), outputs, image, plan)
+    return PreparedScan(source, case, outputs, image, plan)
 
 
 def compute_scan(
@@ -279,27 +302,27 @@ def write_scan(
     output: OutputOptions, decision: CalibratedDecision | None = None,
 ) -> ScanResult:
     """
-    Write a scored scan's outputs, each to a temporary file renamed into place, the scores JSON last: a case's
-    outputs are whole or absent. Reads only the model's identity, so it can run beside the network. With a
-    calibration ``decision`` the report holds p-values and flags, and the map is written as the decision asks
-    (probabilities or calibrated p-values); the labelmap is at ``scoring.threshold`` either way (see
-    :meth:`CalibratedDecision.scoring_options`).
+    Write a scored scan's outputs whole or not at all (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`:
+    temporaries, fsync, the scores JSON last listing the others' sizes and hashes, with the
+    :func:`resume_record`). Reads only the model's identity, so it can run beside the network.
     """
     image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
     seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
-    order = ["scores", *[k for k in outputs if k != "scores"]]  # entered first = renamed last
-    with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(outputs[k], overwrite=output.overwrite)) for k in order}
-        write_volume(result.anomaly_map if decision is None else decision.output_map(result.anomaly_map), image.meta,
-                     tmp["map"])
-        write_volume(seg, image.meta, tmp["seg"], label=True)
-        _write_montage(tmp["montage"], image, result, output.montage_slices, scoring.threshold,
-                       model.untrained_warning)
-        if "dicom_seg" in outputs:
-            write_dicom_seg(seg, image.meta["original_affine"], image.meta["dicom_files"], tmp["dicom_seg"],
-                            __version__, f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
-        write_json(scan_report(model, image, result, scan_score, scoring, outputs, loading, output, decision),
-                   tmp["scores"])
+    writers: dict[str, Callable[[str], None]] = {
+        "map": lambda p: write_volume(result.anomaly_map if decision is None else decision.output_map(result.anomaly_map),
+                                     image.meta, p),
+        "seg": lambda p: write_volume(seg, image.meta, p, label=True),
+        "montage": lambda p: _write_montage(p, image, result, output.montage_slices, scoring.threshold,
+                                            model.untrained_warning),
+    }
+    if "dicom_seg" in outputs:
+        writers["dicom_seg"] = lambda p: write_dicom_seg(
+            seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
+            f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
+    report = scan_report(model, image, result, scan_score, scoring, outputs, loading, output, decision,
+                         prepared.case_id)
+    record = resume_record(model, prepared.source, scoring, loading, output, decision)
+    report = write_case_outputs(outputs, writers, {**report, **record})
     return ScanResult(
         case_id=prepared.case_id,
         source=str(prepared.source),
@@ -312,7 +335,24 @@ def write_scan(
         dicom_seg_path=outputs.get("dicom_seg"),
         preset=result.preset.name,
         scored_slices=int(result.scored.sum()),
+        report=report,
     )
+
+
+def resume_record(
+    model: AnomalyCLIP, source: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions | None = None,
+    output: OutputOptions | None = None, decision: CalibratedDecision | None = None,
+) -> dict[str, Any]:
+    """
+    What a finished case was computed from, stored in its scores JSON and compared on resume: ``input`` (the
+    scan's :func:`anomalyclip_med.io.cases.input_fingerprint`), ``model`` (``model.identity()``: backbone,
+    weights and prompts), ``options`` (:func:`scan_options_record`) and the calibration's hash, as they read back
+    from JSON.
+    """
+    record = {"input": input_fingerprint(source), "model": model.identity(),
+              "options": scan_options_record(scoring, loading, output),
+              "calibration_sha256": decision.calibration.sha256 if decision is not None else None}
+    return json.loads(json.dumps(record, default=str))
 
 
 def score_scan(
@@ -350,6 +390,7 @@ def score_scan(
         OutputExistsError: outputs exist and ``output.overwrite`` is false.
     """
     scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
+    check_destination(source, out_dir, output)
     if decision is not None:
         scoring = decision.scoring_options(scoring)
     prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,

@@ -16,8 +16,11 @@ __all__, __getattr__ = lazy_exports(
         "masks": (
             "MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "read_mask", "image_size_of"
         ),
-        "scans": ("VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "expand_sources", "load_volume"),
+        "names": ("NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id"),
+        "scans": ("load_volume",),
         "overlay": ("COLORMAP", "heatmap_overlay", "colour_bar", "save_png"),
-        "writers": ("write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg"),
+        "writers": ("write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg", "dicom_seg_problem"),
+        "cases": ("CASE_NAMING", "ScanCase", "find_cases", "datalist_cases", "name_cases", "input_fingerprint"),
+        "case_outputs": ("OUTPUT_FILES_KEY", "file_record", "write_case_outputs", "read_finished_case"),
     },
 )

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import unicodedata
 import warnings
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,72 +17,19 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Transf
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.dicom import DICOM_SUFFIXES, has_dicom_files, select_dicom_series
+from anomalyclip_med.io.dicom import DICOM_SUFFIXES, select_dicom_series
 from anomalyclip_med.io.formats import check_volume_file
 from anomalyclip_med.io.images import IMAGE_SUFFIXES
+from anomalyclip_med.io.names import NIFTI_SUFFIXES, VOLUME_SUFFIXES, case_id_of, safe_case_id, volume_suffix
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "expand_sources", "load_volume"]
+__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume"]
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
 _FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage",
             ".mhd": "metaimage"}
-
-
-def volume_suffix(path: str | os.PathLike) -> str | None:
-    """The volume file suffix of ``path`` (lower case, e.g. ``".nii.gz"``), or ``None``."""
-    name = Path(path).name.lower()
-    return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), None)
-
-
-def case_id_of(source: str | os.PathLike) -> str:
-    """
-    The case name used for output files: the file name without its volume suffix (``FLAIR.nii.gz`` -> ``FLAIR``),
-    or the folder name of a DICOM series.
-    """
-    path = Path(source)
-    suffix = volume_suffix(path)
-    name = path.resolve().name if path.name in ("", ".", "..") else path.name
-    return name[: -len(suffix)] if suffix and not path.is_dir() else name
-
-
-def safe_case_id(name: str) -> str:
-    """
-    A case ID safe as a folder name, derived from any file name: Unicode letters and digits are kept (composed
-    to NFC, as macOS stores them decomposed), every run of other characters (spaces, slashes, quotes, control
-    characters) becomes one ``_``, and leading or trailing ``.``, ``_``, ``-`` are dropped so that no ID is hidden,
-    empty, ``.`` or ``..`` (``"Müller 1"`` -> ``"Müller_1"``, ``"../x"`` -> ``"x"``). A name with nothing left
-    becomes ``"case"``; IDs are cut to 100 characters.
-    """
-    text = re.sub(r"[^\w.-]+", "_", unicodedata.normalize("NFC", name)).strip("._-")[:100].strip("._-")
-    return text or "case"
-
-
-def expand_sources(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """
-    Expand command-line inputs into scans: a volume file stays, a folder holding DICOM files is one series,
-    a folder without DICOM files contributes the volume files directly inside it (sorted).
-
-    Raises:
-        InputError: a path that does not exist, or a folder with neither DICOM files nor volume files.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise InputError(f"Input '{p}' does not exist.")
-        if p.is_dir() and not has_dicom_files(p):
-            volumes = sorted(f for f in p.iterdir() if f.is_file() and volume_suffix(f))
-            if not volumes:
-                raise InputError(f"Folder '{p}' holds neither DICOM files nor volume files "
-                                 f"({', '.join(VOLUME_SUFFIXES)}).")
-            out.extend(volumes)
-        else:
-            out.append(p)
-    return out
 
 
 @contextlib.contextmanager

@@ -20,9 +20,6 @@ import numpy as np
 import pydicom
 import torch
 from PIL import Image, ImageDraw
-from monai.config import KeysCollection
-from monai.data import FolderLayout
-from monai.transforms import MapTransform
 from monai.utils import optional_import
 
 from anomalyclip_med.errors import InputError
@@ -31,7 +28,7 @@ from anomalyclip_med.utils.atomic import atomic_path
 
 hd, has_highdicom = optional_import("highdicom")
 
-__all__ = ["write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg"]
+__all__ = ["write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg", "dicom_seg_problem"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
@@ -121,6 +118,37 @@ def write_montage(
         draw.text((c * size + 4, (r + 1) * size - 14), captions[i], fill=(255, 255, 255))
     montage.paste(bar, (tiles_width, 0))
     save_png(montage, path, warning=warning)
+
+
+# what highdicom needs of the source series to build a SEG that references it
+_SEG_SOURCE_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                          "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+
+
+def dicom_seg_problem(source: str | os.PathLike, series_uid: str | None = None) -> str | None:
+    """
+    Why a DICOM SEG cannot be written for ``source`` (None when it can), checked before any scoring: the input
+    must be a DICOM series folder whose files carry what a SEG references (:data:`_SEG_SOURCE_ATTRIBUTES`),
+    and highdicom must be installed. Only headers are read.
+    """
+    from anomalyclip_med.io.dicom import find_dicom_series
+
+    path = Path(source)
+    if not path.is_dir():
+        return (f"'{path}' is not a DICOM series; a DICOM SEG can only reference a DICOM series (score it without "
+                "--dicom-seg, or give the series folder).")
+    if not has_highdicom:
+        return "writing a DICOM SEG needs highdicom: pip install 'anomalyclip_med[dicom-seg]'."
+    series = find_dicom_series(path)
+    members = series.get(series_uid) if series_uid else next(iter(series.values()), None) if len(series) == 1 else None
+    if not members:
+        return None  # no, several or an unknown series: the loader names the problem for this case
+    for file, ds in members:
+        missing = [a for a in _SEG_SOURCE_ATTRIBUTES if not str(getattr(ds, a, "") or "").strip()]
+        if missing:
+            return (f"DICOM file '{file}' has no {', '.join(missing)}, which a DICOM SEG must reference; score it "
+                    "without --dicom-seg.")
+    return None
 
 
 def write_dicom_seg(
