@@ -111,8 +111,8 @@ def _manifests(root: Path) -> dict[str, tuple[Path, object]]:
     for name, case_id in (("m_id_absolute", "/tmp/escaped"), ("m_id_hidden", ".hidden"), ("m_id_slash", "a/b"),
                           ("m_id_dotdot", "..")):
         put(f"{name}.csv", f"image,case_id\nscan.nii.gz,{case_id}\n".encode(), f"case_id {case_id!r} must be letters")
-    put("m_derived_clash.csv", "image\nMüller 1.nii.gz\nsub/Müller_1.nii.gz\n".encode(),
-        "case_id 'Müller_1' is used by cases 1 and 2")
+    # derived names that collide take their parent folders (issue 11's one naming rule), never an error
+    put("m_derived_clash.csv", "image\na/Müller 1.nii.gz\nb/Müller_1.nii.gz\n".encode(), ["a_Müller_1", "b_Müller_1"])
     return out
 
 
