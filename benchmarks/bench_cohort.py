@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_scan import BRATS, make_ct  # benchmarks/ is the script's folder
-from child_runs import BASELINE_COMMIT, baseline_tree, child_main, run_child, save_rows
+from child_runs import BASELINE_COMMIT, add_run_options, baseline_tree, child_main, run_child, save_rows
 
 STAGES = ("load", "preprocess", "network", "postprocess", "write")
 
@@ -192,10 +192,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the children")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline commit")
     parser.add_argument("--no-sequential", action="store_true", help="skip the sequential run of this checkout")
-    parser.add_argument("--baseline", default=None, help=f"checkout of the baseline (default: a git worktree of "
-                        f"{BASELINE_COMMIT} next to this one)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(parser)
     args = parser.parse_args()
     if args.child:
         return child_main(child, args.child)

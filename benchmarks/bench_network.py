@@ -31,7 +31,7 @@ import resource
 import time
 import warnings
 
-from child_runs import BASELINE_COMMIT, baseline_tree, child_main, run_child, save_rows
+from child_runs import BASELINE_COMMIT, add_run_options, baseline_tree, child_main, run_child, save_rows
 
 VARIANTS = ("eager", "compile", "bf16-weights", "channels-last")
 
@@ -119,10 +119,7 @@ def main() -> None:
                         help=f"this checkout's variants: {', '.join(VARIANTS)}, threads=N")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference's batch-1 fp32 loop")
     parser.add_argument("--no-baseline", action="store_true", help=f"skip the baseline commit {BASELINE_COMMIT}")
-    parser.add_argument("--baseline", default=None, help=f"checkout of the baseline (default: a git worktree of "
-                        f"{BASELINE_COMMIT} next to this one)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(parser)
     args = parser.parse_args()
     if args.child:
         return child_main(child, args.child)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from child_runs import BASELINE_COMMIT, baseline_tree, child_env, child_main, run_child, save_rows
+from child_runs import BASELINE_COMMIT, add_run_options, baseline_tree, child_env, child_main, run_child, save_rows
 
 
 def child(cfg: dict) -> dict:
@@ -80,10 +80,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (median kept)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "anomalyclip_med_bench"),
                         help="folder of the random weights file")
-    parser.add_argument("--baseline", default=None, help=f"checkout of the baseline (default: a git worktree of "
-                        f"{BASELINE_COMMIT} next to this one)")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_run_options(parser)
     args = parser.parse_args()
     if args.child:
         return child_main(child, args.child)

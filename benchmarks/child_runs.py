@@ -9,6 +9,7 @@ A configuration can run against another checkout of the package (``tree``): the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -18,6 +19,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "d987c48"  # the package before the performance work of issue 12
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every baseline-comparing benchmark takes: the baseline checkout, the JSON rows, the child."""
+    parser.add_argument("--baseline", default=None, help=f"checkout of the baseline (default: a git worktree of "
+                        f"{BASELINE_COMMIT} next to this one)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
 
 
 def child_main(child: Callable[[dict], dict], cfg_json: str) -> None:
