@@ -2,14 +2,14 @@
 Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, evaluation and training.
 
 Each is a thin face over the package's typed core (:func:`anomalyclip_med.network.create_model`,
-:func:`anomalyclip_med.evaluation.evaluate`, :func:`anomalyclip_med.training.train_on_dataset`), the same functions
-the command line calls: config keys are the option dataclasses' field names. User errors end the run at once with
-one ``error: ...`` line (``SystemExit``) instead of a traceback from inside the config parser.
+:class:`anomalyclip_med.inference.batch.ScanBatchRunner`, :func:`anomalyclip_med.evaluation.evaluate`,
+:func:`anomalyclip_med.training.train_on_dataset`), the same ones the command line calls: config keys are the
+option dataclasses' field names. User errors end the run at once with one ``error: ...`` line (``SystemExit``)
+instead of a traceback from inside the config parser.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from monai.data import load_decathlon_datalist
 
 from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
 from anomalyclip_med.calibration.collect import CalibrationRun
@@ -30,7 +29,9 @@ from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.options import BenchmarkOptions, CohortOptions
 from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
 from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
-from anomalyclip_med.io.cases import find_cases
+from anomalyclip_med.inference.batch import BatchSummary, ScanBatchRunner
+from anomalyclip_med.inference.evaluator import ScanBatchEvaluator
+from anomalyclip_med.io.cases import ScanCase, datalist_cases
 from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
@@ -51,7 +52,10 @@ __all__ = [
     "evaluate",
     "prompt_dataset",
     "prompt_file",
-    "scan_datalist",
+    "preflight",
+    "resume_mode",
+    "run_batch",
+    "scan_cases",
     "torch_device",
     "train",
 ]
@@ -135,21 +139,42 @@ def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int
     return _user_errors(lambda: AnomalyDataset(load_samples(dataset, dataset_dir, split), image_size))
 
 
-def scan_datalist(dataset_dir: str | os.PathLike, key: str = "testing") -> list[dict[str, str]]:
+def scan_cases(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, case_name: str = "stem",
+               key: str = "testing") -> list[ScanCase]:
     """
-    ``[{"image": path}, ...]`` for a folder of scans (volume files, or one DICOM series folder) or a MONAI
-    datalist JSON (its ``key`` list, paths relative to the JSON's folder).
+    The cases of ``dataset_dir`` (:func:`anomalyclip_med.io.cases.datalist_cases`): a folder of scans (walked,
+    nested folders and DICOM series folders too), one DICOM series folder, or a MONAI datalist JSON's ``key`` list
+    of ``{"image": path}`` items (paths relative to the JSON's folder). Named by the ``case_name`` rule
+    (``stem|parent|relpath``); outputs mirror their folders below ``dataset_dir`` (or the datalist's folder) under
+    ``output_dir``, and a scan outside it (an absolute datalist path) is placed by its name at the top.
     """
+    return _user_errors(lambda: datalist_cases(dataset_dir, case_name, key, output_dir))
 
-    def read() -> list[dict[str, str]]:
-        path = Path(dataset_dir)
-        if path.suffix.lower() == ".json" and path.is_file():
-            if key not in json.loads(path.read_text()):
-                raise AnomalyCLIPMedError(f"Datalist '{path}' has no '{key}' list of {{\"image\": ...}} items.")
-            return [{"image": str(item["image"])} for item in load_decathlon_datalist(path, False, key)]
-        return [{"image": str(case.source)} for case in find_cases([path])]
 
-    return _user_errors(read)
+def resume_mode(resume: bool, overwrite: bool) -> str:
+    """The runner's resume mode from the ``continue`` and ``overwrite`` overrides (as ``score --continue`` /
+    ``--overwrite``); both at once is an error."""
+    if resume and overwrite:
+        raise SystemExit("error: choose one of continue=true (reuse finished cases) and overwrite=true (replace them).")
+    return "continue" if resume else "overwrite" if overwrite else "refuse"
+
+
+def preflight(runner: ScanBatchRunner) -> None:
+    """:meth:`ScanBatchRunner.preflight` before any weights load: a refused run ends with one ``error:`` line."""
+    _user_errors(runner.preflight)
+
+
+def run_batch(evaluator: ScanBatchEvaluator) -> BatchSummary:
+    """
+    Run the inference evaluator: each case that fails is named on one ``error:`` line and the others go on.
+
+    Raises:
+        SystemExit: status 2 when any case failed or the run was refused (as ``anomalyclip-med score``).
+    """
+    _user_errors(evaluator.run)
+    if evaluator.summary.exit_status:
+        raise SystemExit(evaluator.summary.exit_status)
+    return evaluator.summary
 
 
 def as_bool(value: Any) -> bool:
@@ -247,7 +272,7 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options:
         settings = _options(CalibrateOptions, options)
         path = Path(dataset_dir)
         inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
-            [item["image"] for item in scan_datalist(path)]
+            [case.source for case in datalist_cases(path)]
         return calibrate_inputs(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
                                 _options(LoadingOptions, options), settings)
 

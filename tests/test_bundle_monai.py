@@ -25,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader
 
 import synthetic_trees
-from anomalyclip_med.bundle import as_bool, prompt_dataset
+from anomalyclip_med.bundle import as_bool, prompt_dataset, resume_mode
 from anomalyclip_med.network import OUTPUT_CHANNELS, AnomalyCLIPNet
 from anomalyclip_med.training import TrainSettings, compute_losses, make_optimizer, train
 from conftest import TESTS, TINY_CLIP_JSON
@@ -125,6 +125,11 @@ def test_boolean_overrides_read_one_way():
         assert as_bool(text) is value
     with pytest.raises(SystemExit, match="expected a boolean"):
         as_bool("flase")
+    # the inference overrides continue / overwrite become the batch runner's resume mode, as score's flags
+    assert [resume_mode(c, o) for c, o in ((False, False), (True, False), (False, True))] == \
+        ["refuse", "continue", "overwrite"]
+    with pytest.raises(SystemExit, match="choose one of continue=true"):
+        resume_mode(True, True)
     # every boolean setting of every config reaches its component through as_bool
     checked = set()
     for name in CONFIG_FILES[:-1]:

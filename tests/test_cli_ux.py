@@ -165,7 +165,7 @@ def test_a_device_this_machine_lacks_is_one_error_line_before_anything_is_writte
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and advice in proc.stderr
         assert "device='cpu'" not in proc.stderr  # the advice is the flag, not Python
         assert not (tmp_path / "out").exists()
-    bundle = _bundle_run("inference.json", "--dataset_dir", tmp_path, "--output_dir", tmp_path / "bundle_out",
+    bundle = _bundle_run("inference.json", "--dataset_dir", scan, "--output_dir", tmp_path / "bundle_out",
                          "--backbone", TINY_CLIP_JSON, "--backbone_weights", "none", "--prompts", "untrained",
                          "--device", missing)
     assert bundle.returncode == 2 and "Traceback" not in bundle.stderr, bundle.stderr[-3000:]

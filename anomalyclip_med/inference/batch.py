@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from anomalyclip_med.calibration.calibration import CalibratedDecision
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError, OutputLockedError
 from anomalyclip_med.inference.options import RESUME_MODES, LoadingOptions, OutputOptions, ScoringOptions
-from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, StagedPipeline
+from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, CaseOutcome, StagedPipeline
 from anomalyclip_med.inference.scan import (
     PreparedScan,
     ScoredScan,
@@ -167,6 +168,7 @@ class ScanBatchRunner:
         self.prefetch, self.background_write = prefetch, background_write
         self.quiet = quiet
         self.decision: CalibratedDecision | None = None
+        self._bar: tqdm | None = None
 
     def use_decision(self, decision: CalibratedDecision | None) -> None:
         """Score with a calibration on normals (its labelmap threshold replaces ``scoring.threshold``; p-values
@@ -261,31 +263,34 @@ class ScanBatchRunner:
         prepared = self.prepare(model, case)
         return self.write(model, prepared, self.compute(model, prepared))
 
-    def _outcome(self, case: ScanCase, result: tuple[str, dict] | None, error: BaseException | None) -> CaseReport:
-        outputs = self.outputs(case)
-        if error is None:
-            return CaseReport(case, result[0], outputs, result[1])
-        logger.debug("case %s failed", case.name, exc_info=error)
-        cause = describe_error(error)
-        if str(case.source) not in cause:  # a library's message seldom names the file
-            cause += f" (scan '{case.source}')"
-        return CaseReport(case, "failed", outputs, error=cause)
+    def report(self, outcome: CaseOutcome) -> CaseReport:
+        """A case's :class:`CaseReport` from its pipeline outcome, with its line printed (``error: <case>: <cause>``
+        on stderr for a failed case) and the progress bar moved on."""
+        case, outputs = outcome.item, self.outputs(outcome.item)
+        if outcome.error is None:
+            report = CaseReport(case, outcome.result[0], outputs, outcome.result[1])
+        else:
+            logger.debug("case %s failed", case.name, exc_info=outcome.error)
+            cause = describe_error(outcome.error)
+            if str(case.source) not in cause:  # a library's message seldom names the file
+                cause += f" (scan '{case.source}')"
+            report = CaseReport(case, "failed", outputs, error=cause)
+        self._echo(report.line(), error=report.status == "failed")
+        if self._bar is not None:
+            self._bar.update()
+        return report
 
     # ------------------------------------------------------------------ the batch
-    def run(self, model: AnomalyCLIP | Callable[[], AnomalyCLIP], ctx: DistributedContext | None = None
-            ) -> BatchSummary:
+    @contextmanager
+    def session(self, ctx: DistributedContext | None = None) -> Iterator[list[tuple[int, ScanCase]]]:
         """
-        Preflight, lock the output folder, remove stale temporaries, then run every case through the staged
-        pipeline, printing a line per case (in case order) and the final count. Under ``torchrun`` (``ctx``)
-        each process takes every ``world_size``-th case; rank 0 holds the lock for the job and prints the total.
+        What every run of the batch holds while it scores: the preflight, the output folder locked (rank 0 for the
+        whole ``torchrun`` job) and cleared of stale temporaries, and a progress bar over this process's cases;
+        yields ``(index, case)`` of those cases (every ``world_size``-th under ``torchrun``). On exit the lock is
+        released and the folders the run created and left empty are removed.
 
-        Args:
-            model: the model, or a function building it (called after the preflight and the lock, so a refused
-                run loads no weights).
-            ctx: the process group [one process].
-
-        Returns:
-            every case's report (all processes'), in case order.
+        Raises:
+            InputError, OutputExistsError, OutputLockedError: the run is refused (nothing written).
         """
         ctx = ctx or DistributedContext()
         self.preflight()
@@ -302,38 +307,58 @@ class ScanBatchRunner:
             except AnomalyCLIPMedError as err:
                 refused = err
         if any(ctx.gather(refused is not None)):  # no rank writes before the lock is held and the folder clean
+            if lock is not None:
+                lock.release()
             if refused is not None:
                 raise refused
             raise OutputLockedError(f"Output folder '{self.out_dir}' is in use by another run.")
+        shard = ctx.shard(self.cases)
         try:
+            with tqdm(total=len(shard), desc="cases", unit="case", disable=not self.progress) as self._bar:
+                yield shard
+        finally:
+            self._bar = None
+            if lock is not None:
+                lock.release()
+                _remove_empty(created)
+
+    def summarise(self, mine: Sequence[tuple[int, CaseReport]], ctx: DistributedContext | None = None) -> BatchSummary:
+        """Every process's ``(index, report)`` gathered into one summary, in case order; rank 0 prints the count."""
+        ctx = ctx or DistributedContext()
+        summary = BatchSummary([r for _, r in sorted((x for part in ctx.gather(list(mine)) for x in part),
+                                                     key=lambda x: x[0])])
+        ctx.barrier()
+        if ctx.is_main:
+            self._echo(summary.line(self.out_dir) + (f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""))
+        return summary
+
+    def run(self, model: AnomalyCLIP | Callable[[], AnomalyCLIP], ctx: DistributedContext | None = None
+            ) -> BatchSummary:
+        """
+        Run every case through the staged pipeline within :meth:`session`, printing a line per case (in case
+        order) and the final count.
+
+        Args:
+            model: the model, or a function building it (called after the preflight and the lock, so a refused
+                run loads no weights).
+            ctx: the process group [one process].
+
+        Returns:
+            every case's report (all processes'), in case order.
+        """
+        with self.session(ctx) as shard:
             if not isinstance(model, AnomalyCLIP):
                 model = model()
-                if model.untrained_warning and ctx.is_main:
+                if model.untrained_warning and (ctx is None or ctx.is_main):
                     print(model.untrained_warning)
-            shard = ctx.shard(self.cases)
             pipeline = StagedPipeline(
                 lambda case: self.prepare(model, case),
                 lambda case, prepared: self.compute(model, prepared),
                 lambda case, prepared, scored: self.write(model, prepared, scored),
                 self.prefetch, self.background_write,
             )
-            mine = []
-            with tqdm(total=len(shard), desc="cases", unit="case", disable=not self.progress) as bar:
-                for item in pipeline.run([case for _, case in shard]):
-                    outcome = self._outcome(item.item, item.result, item.error)
-                    mine.append((shard[item.index][0], outcome))
-                    self._echo(outcome.line(), error=outcome.status == "failed")
-                    bar.update()
-            summary = BatchSummary([o for _, o in sorted((x for part in ctx.gather(mine) for x in part),
-                                                         key=lambda x: x[0])])
-            ctx.barrier()
-        finally:
-            if lock is not None:
-                lock.release()
-                _remove_empty(created)
-        if ctx.is_main:
-            self._echo(summary.line(self.out_dir) + (f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""))
-        return summary
+            mine = [(shard[o.index][0], self.report(o)) for o in pipeline.run([case for _, case in shard])]
+            return self.summarise(mine, ctx)
 
     def _echo(self, text: str, error: bool = False) -> None:
         if error:

@@ -36,7 +36,7 @@ from anomalyclip_med.inference.scan import (
 )
 from anomalyclip_med.network.model import AnomalyCLIP
 
-__all__ = ["CaseOutcome", "StagedPipeline", "ScanPipeline", "DEFAULT_PREFETCH"]
+__all__ = ["CaseOutcome", "StagedPipeline", "WriteBehind", "ScanPipeline", "DEFAULT_PREFETCH"]
 
 DEFAULT_PREFETCH = 2  # scans read ahead of the network: enough to hide one slow read, bounded in memory
 
@@ -69,6 +69,14 @@ class CaseOutcome(Generic[I, R]):
     def ok(self) -> bool:
         return self.error is None
 
+    def timed(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, its wall seconds recorded as the ``stage``'s."""
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds[stage] = time.perf_counter() - start
+
 
 class _Inline(Executor):
     """Runs every task at once in the calling thread: the sequential pipeline."""
@@ -80,14 +88,6 @@ class _Inline(Executor):
         except BaseException as err:  # noqa: BLE001 - handed to the case's outcome
             future.set_exception(err)
         return future
-
-
-def _timed(seconds: dict[str, float], stage: str, fn: Callable, *args: Any) -> Any:
-    start = time.perf_counter()
-    try:
-        return fn(*args)
-    finally:
-        seconds[stage] = time.perf_counter() - start
 
 
 class StagedPipeline(Generic[I, P, C, R]):
@@ -121,43 +121,85 @@ class StagedPipeline(Generic[I, P, C, R]):
         """Yield one :class:`CaseOutcome` per item, in input order, as each item's write finishes."""
         outcomes = [CaseOutcome(i, item) for i, item in enumerate(items)]
         reader = ThreadPoolExecutor(1, thread_name_prefix="scan-reader") if self.prefetch else _Inline()
-        writer = ThreadPoolExecutor(1, thread_name_prefix="scan-writer") if self.background_write else _Inline()
         reads: list[Future | None] = []
-        writes: deque[tuple[CaseOutcome, Future | None]] = deque()
+        # an interrupted run: reads not started are dropped; the write under way finishes (whole outputs)
+        with WriteBehind(self.background_write, self.max_pending_writes) as writes:
+            try:
+                for outcome in outcomes:
+                    while len(reads) < min(len(outcomes), outcome.index + 1 + self.prefetch):
+                        ahead = outcomes[len(reads)]
+                        reads.append(reader.submit(ahead.timed, "prepare", self.prepare, ahead.item))
+                    read, reads[outcome.index] = reads[outcome.index], None  # the scan's memory goes with its write
+                    try:
+                        prepared = read.result()
+                        computed = outcome.timed("compute", self.compute, outcome.item, prepared)
+                    except Exception as err:  # noqa: BLE001 - the case fails alone
+                        outcome.error = err
+                        writes.add(outcome)
+                    else:
+                        writes.add(outcome, self.write, outcome.item, prepared, computed)
+                    yield from writes.ready()
+                yield from writes.drain()
+            finally:
+                reader.shutdown(wait=True, cancel_futures=True)
 
-        def finished(outcome: CaseOutcome, write: Future | None) -> CaseOutcome:
-            if write is not None:
-                try:
-                    outcome.result = write.result()
-                except Exception as err:  # noqa: BLE001 - the case fails alone
-                    outcome.error = err
-            return outcome
 
-        try:
-            for outcome in outcomes:
-                while len(reads) < min(len(outcomes), outcome.index + 1 + self.prefetch):
-                    ahead = outcomes[len(reads)]
-                    reads.append(reader.submit(_timed, ahead.seconds, "prepare", self.prepare, ahead.item))
-                read, reads[outcome.index] = reads[outcome.index], None  # the scan's memory goes with its write
-                write = None
-                try:
-                    prepared = read.result()
-                    computed = _timed(outcome.seconds, "compute", self.compute, outcome.item, prepared)
-                    write = writer.submit(_timed, outcome.seconds, "write", self.write, outcome.item, prepared,
-                                          computed)
-                except Exception as err:  # noqa: BLE001 - the case fails alone
-                    outcome.error = err
-                writes.append((outcome, write))
-                # hand back finished cases in order; wait for the writer when it falls too far behind
-                while writes and (len(writes) > self.max_pending_writes or writes[0][1] is None
-                                  or writes[0][1].done()):
-                    yield finished(*writes.popleft())
-            while writes:
-                yield finished(*writes.popleft())
-        finally:
-            # an interrupted run: reads not started are dropped; the write under way finishes (whole outputs)
-            reader.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True, cancel_futures=True)
+class WriteBehind:
+    """
+    The write stage of a pipeline: each case's write runs in a writer thread (or at once, in turn) while the
+    caller goes on with the next case, and cases come back finished in the order they were added. Used by
+    :class:`StagedPipeline` and by the MONAI engine face of the batch runner
+    (:class:`anomalyclip_med.inference.evaluator.ScanBatchEvaluator`). Closing it waits for the write under way
+    (outputs stay whole) and drops the writes not started.
+
+    Args:
+        background: write in a writer thread.
+        max_pending: cases waiting for the writer before :meth:`ready` waits for the oldest.
+    """
+
+    def __init__(self, background: bool = True, max_pending: int = 1) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}.")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="scan-writer") if background else _Inline()
+        self._queue: deque[tuple[CaseOutcome, Future | None]] = deque()
+        self.max_pending = max_pending
+
+    def add(self, outcome: CaseOutcome, write: Callable[..., Any] | None = None, *args: Any) -> None:
+        """Queue ``write(*args)`` as the case's last stage (its result becomes ``outcome.result``); without
+        ``write``, or for a case that already failed, the case just takes its turn."""
+        future = None
+        if write is not None and outcome.error is None:
+            future = self._pool.submit(outcome.timed, "write", write, *args)
+        self._queue.append((outcome, future))
+
+    def ready(self) -> Iterator[CaseOutcome]:
+        """The cases finished so far, in order, waiting for the oldest write while too many are pending."""
+        while self._queue and (len(self._queue) > self.max_pending or self._queue[0][1] is None
+                               or self._queue[0][1].done()):
+            yield self._finished(*self._queue.popleft())
+
+    def drain(self) -> Iterator[CaseOutcome]:
+        """Every remaining case, in order, as its write finishes."""
+        while self._queue:
+            yield self._finished(*self._queue.popleft())
+
+    @staticmethod
+    def _finished(outcome: CaseOutcome, write: Future | None) -> CaseOutcome:
+        if write is not None:
+            try:
+                outcome.result = write.result()
+            except Exception as err:  # noqa: BLE001 - the case fails alone
+                outcome.error = err
+        return outcome
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ScanPipeline:

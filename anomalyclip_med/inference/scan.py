@@ -48,7 +48,6 @@ __all__ = [
     "check_destination",
     "resume_record",
     "scan_report",
-    "score_loaded_scan",
     "prepare_scan",
     "compute_scan",
     "write_scan",
@@ -132,15 +131,6 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
     if method == "mean":
         return float(values.mean())
     raise ValueError(f"Unknown aggregation {method!r}; choose one of {AGGREGATIONS}.")
-
-
-def score_loaded_scan(
-    model: AnomalyCLIP, image, scoring: ScoringOptions, progress: bool = False, desc: str | None = None
-) -> tuple[SliceScores, float]:
-    """Slice-wise scores of a scan loaded by :func:`anomalyclip_med.io.scans.load_volume`, and the scan score aggregated from them."""
-    plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
-                       scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
-    return _score_plan(model, image, plan, scoring, progress, desc)
 
 
 def _score_plan(

@@ -18,7 +18,7 @@ __all__, __getattr__ = lazy_exports(
             "BodyMask"
         ),
         "load2d": ("LoadImage2D", "LoadMask2D", "LoadImage2Dd", "LoadMask2Dd"),
-        "io": ("REPORT_KEY", "LoadScan", "LoadScand", "SaveScanReportd", "SaveVolumed"),
+        "io": ("LoadScan", "LoadScand"),
         "dictionary": (
             "CTWindowd", "PercentileNormalized", "IntensityPresetd", "SliceForegroundd", "SliceToNetworkInputd"
         ),

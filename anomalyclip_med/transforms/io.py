@@ -1,26 +1,21 @@
 """
-Loading and saving as MONAI transforms (array and dictionary forms, as MONAI's ``LoadImage``/``SaveImage``): scans
-through :func:`anomalyclip_med.io.scans.load_volume`, and the JSON scores report that
-:class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` attaches to a predicted map. The file formats
-themselves are read and written in :mod:`anomalyclip_med.io`.
+Loading scans as MONAI transforms (array and dictionary forms, as MONAI's ``LoadImage``/``LoadImaged``), through
+:func:`anomalyclip_med.io.scans.load_volume` and its checks. Outputs are not written by transforms: a case's
+outputs are written together, whole or not at all (:mod:`anomalyclip_med.io.case_outputs`), by the batch runner.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Mapping
-from typing import Any
 
 from monai.config import KeysCollection
-from monai.data import FolderLayout, MetaTensor
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from anomalyclip_med.io.scans import load_volume
-from anomalyclip_med.io.writers import write_json, write_volume
-from anomalyclip_med.utils.atomic import atomic_path
 
-__all__ = ["REPORT_KEY", "LoadScan", "LoadScand", "SaveScanReportd", "SaveVolumed"]
+__all__ = ["LoadScan", "LoadScand"]
 
 
 class LoadScan(Transform):
@@ -69,84 +64,4 @@ class LoadScand(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.loader(d[key])
-        return d
-
-
-# meta-data key under which SliceAnomalyInferer attaches each map's JSON scores report
-REPORT_KEY = "anomaly_report"
-
-
-class SaveScanReportd(MapTransform):
-    """
-    Write the JSON scores report attached by :class:`anomalyclip_med.inference.inferer.SliceAnomalyInferer` to a
-    predicted map, next to the map that ``SaveImaged`` writes with the same ``output_dir`` / ``data_root_dir``
-    (``<case>_scores.json``; MONAI's ``FolderLayout`` names both), atomically.
-
-    Args:
-        keys: keys of the predicted maps.
-        output_dir: output folder.
-        output_postfix: appended to the case name ["scores"].
-        data_root_dir: as ``SaveImaged``'s: keep the input's folders below this root in the output.
-        overwrite: replace an existing report [True, as ``SaveImaged`` does].
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str | os.PathLike,
-        output_postfix: str = "scores",
-        data_root_dir: str = "",
-        overwrite: bool = True,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".json", parent=False,
-                                   makedirs=True, data_root_dir=data_root_dir)
-        self.overwrite = overwrite
-
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = d[key].meta
-            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
-            write_json(json.loads(meta[REPORT_KEY]), path, overwrite=self.overwrite)
-        return d
-
-
-class SaveVolumed(MapTransform):
-    """
-    Write predicted volumes as :func:`write_volume` does for ``anomalyclip-med score`` (NIfTI in the scan's geometry,
-    the input's qform/sform codes, a labelmap with the NIfTI ``label`` intent), atomically, named by MONAI's
-    ``FolderLayout`` as ``SaveImaged`` names them (``<case>_<postfix>.nii.gz``, input folders kept below
-    ``data_root_dir``).
-
-    Args:
-        keys: keys of (1, X, Y, Z) predictions whose meta data is the loaded scan's.
-        output_dir: output folder.
-        output_postfix: appended to the case name.
-        label: write a uint8 labelmap instead of a float32 map.
-        data_root_dir: keep the input's folders below this root in the output.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_dir: str | os.PathLike,
-        output_postfix: str,
-        label: bool = False,
-        data_root_dir: str = "",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.layout = FolderLayout(output_dir, postfix=output_postfix, extension=".nii.gz", parent=False,
-                                   makedirs=True, data_root_dir=data_root_dir)
-        self.label = label
-
-    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = d[key].meta
-            path = self.layout.filename(subject=str(meta["filename_or_obj"]).rstrip("/"))
-            with atomic_path(path) as tmp:
-                write_volume(d[key].detach().cpu().numpy()[0], meta, tmp, label=self.label)
         return d
