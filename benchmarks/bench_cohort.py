@@ -54,7 +54,7 @@ def _model(cfg: dict):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AnomalyCLIP.from_pretrained(backbone=cfg["backbone"], backbone_weights=None, image_size=cfg["size"],
-                                            device=cfg["device"], precision=cfg["precision"])
+                                            device=cfg["device"], precision=cfg["precision"], prompts=None)
     model.predict(torch.zeros(1, 3, cfg["size"], cfg["size"]))  # warm-up: allocator, kernels
     return model
 

@@ -49,7 +49,7 @@ def child(cfg: dict) -> dict:
         warnings.simplefilter("ignore")
         model = AnomalyCLIP.from_pretrained(
             backbone=cfg["backbone"], backbone_weights=None, image_size=cfg["size"], device=cfg["device"],
-            precision=cfg["precision"], prompts="untrained",
+            precision=cfg["precision"], prompts=None,  # untrained, in this tree and the baseline
         )
     cuda = cfg["device"].startswith("cuda")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

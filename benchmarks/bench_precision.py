@@ -59,7 +59,7 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = create_model(ModelOptions(backbone=args.backbone, backbone_weights="none", image_size=args.size,
-                                          device=args.device, precision="fp32"))
+                                          device=args.device, precision="fp32", prompts="untrained"))
     batch = network_inputs(model, args.slices, args.size).to(model.device)
     rows, reference = [], None
     for precision in ["fp32", *[p for p in args.precisions if p != "fp32"]]:

@@ -77,7 +77,7 @@ def child(cfg: dict) -> dict:
         warnings.simplefilter("ignore")
         model = AnomalyCLIP.from_pretrained(backbone=cfg["backbone"], backbone_weights=None, image_size=cfg["size"],
                                             device=cfg["device"], precision=cfg["precision"],
-                                            prompts="untrained")
+                                            prompts=None)  # untrained, in this tree and the baseline
     cuda = cfg["device"].startswith("cuda")
     rss_model = _rss_mib()
     start = time.perf_counter()

@@ -36,7 +36,7 @@ def child(cfg: dict) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AnomalyCLIP.from_pretrained(backbone_weights=cfg["weights"], image_size=cfg["size"],
-                                            device=cfg["device"], precision=cfg["precision"])
+                                            device=cfg["device"], precision=cfg["precision"], prompts=None)
     if cfg["device"].startswith("cuda"):
         torch.cuda.synchronize()
     t_build = time.perf_counter() - start - t_import
