@@ -58,7 +58,7 @@ for name, files, kind in (
     ("evaluate", ["train.json", "evaluate.json"], "train"),
     ("inference", ["inference.json"], "infer"),
 ):
-    data = ({"dataset_dir": str(scans), "prompts": "untrained"} if kind == "infer"
+    data = ({"dataset_dir": str(scans), "prompts": "untrained", "output_dir": str(work / "infer_out")} if kind == "infer"
             else {"dataset_dir": str(mvtec), "ckpt_dir": str(work), "prompts": str(model_pt)})
     workflow = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=meta, workflow_type=kind,
                               logging_file=str(configs / "logging.conf"), bundle_root=str(bundle), **tiny_net, **data)

@@ -121,3 +121,33 @@ def test_device_z_smoothing_equals_scipy():
         want = gaussian_filter1d(volume.numpy(), sigma, axis=axis, mode="nearest")
         got = smooth_along_axis(volume, sigma, axis).numpy()
         assert np.abs(got - want).max() < 1e-6
+
+
+def test_the_monai_engine_face_fails_cases_alone_and_counts_cases_a_handler_cut_off(model, scans, tmp_path):
+    """The bundle's evaluator over the runner: a scan that cannot be read fails alone, and cases a handler cut off
+    by ending the engine's run early are failed, not silently left out of an exit-0 summary; the lock is let go."""
+    from ignite.engine import Events
+    from monai.data import ThreadDataLoader
+
+    from anomalyclip_med.inference.batch import ScanBatchRunner
+    from anomalyclip_med.inference.evaluator import CaseDataset, ScanBatchEvaluator
+    from anomalyclip_med.io.case_outputs import read_finished_case
+    from anomalyclip_med.io.cases import find_cases
+    from anomalyclip_med.utils.lock import FolderLock
+
+    paths, broken = scans
+    out = tmp_path / "out"
+    runner = ScanBatchRunner(find_cases([paths[0], broken, paths[1], paths[2]]), out, SCORING, progress=False,
+                             quiet=True)
+    loader = ThreadDataLoader(CaseDataset(runner, model), batch_size=1, buffer_size=1, collate_fn=CaseDataset.collate)
+    evaluator = ScanBatchEvaluator(runner, model.device, loader, model)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda engine: engine.terminate())
+    evaluator.run()
+    reports = evaluator.summary.outcomes
+    assert [r.case.name for r in reports] == ["s0", "broken", "s1", "s2"]
+    assert [r.status for r in reports] == ["scored", "failed", "scored", "failed"]
+    assert "broken.nii.gz" in reports[1].error and "run ended before this case" in reports[3].error
+    assert evaluator.summary.exit_status == 2
+    assert read_finished_case(runner.outputs(reports[2].case)) is not None
+    assert not runner.outputs(reports[3].case)["scores"].exists()
+    FolderLock(out).acquire().release()  # the run let go of the output folder

@@ -306,6 +306,9 @@ class ScanBatchRunner:
                     logger.info("removed %d temporary file(s) left by an interrupted run", len(stale))
             except AnomalyCLIPMedError as err:
                 refused = err
+            except OSError as err:  # a temporary that cannot be removed: refused, and the lock let go below
+                refused = OutputLockedError(f"Output folder '{self.out_dir}' cannot be cleared of an interrupted "
+                                            f"run's temporaries: {err}")
         if any(ctx.gather(refused is not None)):  # no rank writes before the lock is held and the folder clean
             if lock is not None:
                 lock.release()
@@ -318,9 +321,9 @@ class ScanBatchRunner:
                 yield shard
         finally:
             self._bar = None
-            if lock is not None:
-                lock.release()
+            if lock is not None:  # empty folders go while the lock is held: a next run may already be creating
                 _remove_empty(created)
+                lock.release()
 
     def summarise(self, mine: Sequence[tuple[int, CaseReport]], ctx: DistributedContext | None = None) -> BatchSummary:
         """Every process's ``(index, report)`` gathered into one summary, in case order; rank 0 prints the count."""

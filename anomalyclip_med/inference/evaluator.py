@@ -19,6 +19,7 @@ import torch
 from monai.engines import SupervisedEvaluator
 from torch.utils.data import DataLoader, Dataset
 
+from anomalyclip_med.errors import AnomalyCLIPMedError
 from anomalyclip_med.inference.batch import BatchSummary, CaseReport, ScanBatchRunner
 from anomalyclip_med.inference.inferer import SliceAnomalyInferer
 from anomalyclip_med.inference.pipeline import CaseOutcome, WriteBehind
@@ -96,6 +97,8 @@ class ScanBatchEvaluator(SupervisedEvaluator):
     ) -> None:
         super().__init__(device=device, val_data_loader=val_data_loader, network=network,
                          inferer=inferer or SliceAnomalyInferer(runner), val_handlers=val_handlers, decollate=False)
+        network.eval()  # for good: MONAI's eval_mode would otherwise switch it back to training after every case,
+        # which drops the cached text features (recomputed per scan)
         self.runner, self.background_write = runner, background_write
         self.summary: BatchSummary | None = None
         self._writes: WriteBehind | None = None
@@ -126,5 +129,10 @@ class ScanBatchEvaluator(SupervisedEvaluator):
         with self.runner.session(), WriteBehind(self.background_write) as self._writes:
             super().run(global_epoch)
             self._reports += [(o.index, self.runner.report(o)) for o in self._writes.drain()]
+            # a handler that ended the run early (engine.terminate()) leaves cases unscored: they count as failed
+            reported = {i for i, _ in self._reports}
+            self._reports += [(i, self.runner.report(CaseOutcome(i, case, error=AnomalyCLIPMedError(
+                "the run ended before this case was scored")))) for i, case in enumerate(self.runner.cases)
+                if i not in reported]
             self.summary = self.runner.summarise(self._reports)
         self._writes = None

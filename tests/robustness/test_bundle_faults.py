@@ -103,6 +103,7 @@ def test_a_bundle_run_killed_between_renames_is_completed_by_continue(two_scans,
     refused = _bundle(two_scans, out)  # without continue/overwrite, outputs that exist are never replaced
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
     assert len(error_lines(refused.stderr)) == 1 and "continue" in refused.stderr
+    assert "WARNING: the backbone has RANDOM" not in refused.stdout  # refused before the network was built
 
     resumed = _bundle(two_scans, out, "--continue", "true")
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
