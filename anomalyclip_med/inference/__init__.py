@@ -17,7 +17,8 @@ __all__, __getattr__ = lazy_exports(
         "inferer": ("SliceAnomalyInferer",),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "ScanResult", "PreparedScan", "ScoredScan", "aggregate_scores",
-            "case_id_of", "expected_outputs", "check_destination", "resume_record", "scan_report",             "prepare_scan", "compute_scan", "write_scan", "score_scan"
+            "case_id_of", "expected_outputs", "check_destination", "resume_record", "scan_report", "prepare_scan",
+            "compute_scan", "write_scan", "score_scan"
         ),
         "slices": (
             "SlicePlan", "SliceScores", "plan_slices", "score_planned", "score_slices", "smooth_along_axis", "to_device"

@@ -52,8 +52,7 @@ class CaseDataset(Dataset):
         outcome = CaseOutcome(index, self.runner.cases[index])
         prepared = None
         try:
-            prepared = outcome.timed("prepare", self.runner.prepare, as_anomalyclip(self.network),
-                              outcome.item)
+            prepared = outcome.timed("prepare", self.runner.prepare, as_anomalyclip(self.network), outcome.item)
         except Exception as err:  # noqa: BLE001 - the case fails alone
             outcome.error = err
         return {"outcome": outcome, "prepared": prepared}
@@ -77,8 +76,8 @@ class ScanBatchEvaluator(SupervisedEvaluator):
     Args:
         runner: the batch runner (cases, output folder, options, resume).
         device: the network's device.
-        val_data_loader: loader over ``CaseDataset(runner, network)`` (e.g. MONAI's ``ThreadDataLoader``, whose
-            ``buffer_size`` is the number of scans read ahead).
+        val_data_loader: loader over ``CaseDataset(runner, network)`` (e.g. MONAI's ``ThreadDataLoader``: its
+            queue holds ``buffer_size`` scans read ahead, and its thread reads one more).
         network: the AnomalyCLIP network (``AnomalyCLIPNet``), its prompts loaded by a handler if need be.
         inferer: the device stage [``SliceAnomalyInferer(runner)``].
         val_handlers: ignite handlers (e.g. MONAI's ``CheckpointLoader``).
@@ -106,16 +105,17 @@ class ScanBatchEvaluator(SupervisedEvaluator):
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
         outcome, prepared = batchdata["outcome"], batchdata["prepared"]
-        if outcome.error is None:
+        if outcome.error is not None:  # it could not be read: it just takes its turn
+            self._writes.add(outcome)
+        else:
             try:
                 with engine.mode(engine.network):
                     scored = outcome.timed("compute", engine.inferer, prepared, engine.network)
             except Exception as err:  # noqa: BLE001 - the case fails alone
                 outcome.error = err
-        if outcome.error is None:
-            self._writes.add(outcome, self.runner.write, as_anomalyclip(engine.network), prepared, scored)
-        else:
-            self._writes.add(outcome)
+                self._writes.add(outcome)
+            else:
+                self._writes.add(outcome, self.runner.write, as_anomalyclip(engine.network), prepared, scored)
         self._reports += [(o.index, self.runner.report(o)) for o in self._writes.ready()]
         return {"case": outcome.item.name}
 
