@@ -1,10 +1,10 @@
 """
 Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, evaluation and training.
 
-Each is a thin face over the package's typed core (:func:`anomalyclip_med.network.create_model`,
-:class:`anomalyclip_med.inference.batch.ScanBatchRunner`, :func:`anomalyclip_med.evaluation.evaluate`,
-:func:`anomalyclip_med.training.train_on_dataset`), the same ones the command line calls: config keys are the
-option dataclasses' field names. User errors end the run at once with one ``error: ...`` line (``SystemExit``)
+Each is a thin face over the package's typed API (:mod:`anomalyclip_med.api`: ``build_model``, ``evaluate``,
+``calibrate``, ``train``) and its run engine (:class:`anomalyclip_med.runs.engine.CaseRunner`, whose MONAI adapters
+make the batch ``evaluator``), the same ones the command line calls: config keys are the option dataclasses' field
+names. User errors end the run at once with one ``error: ...`` line (``SystemExit``)
 instead of a traceback from inside the config parser.
 """
 
@@ -19,24 +19,21 @@ from typing import Any, TypeVar
 
 import torch
 
-from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
-from anomalyclip_med.calibration.collect import CalibrationRun
-from anomalyclip_med.calibration.run import CalibrateOptions
-from anomalyclip_med.calibration.run import calibrate as calibrate_inputs
+from anomalyclip_med import api
+from anomalyclip_med.calibration.calibration import CalibrateOptions, CalibrationOptions, Decision
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.options import BenchmarkOptions, CohortOptions
-from anomalyclip_med.evaluation.run import evaluate as evaluate_dataset
-from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
-from anomalyclip_med.inference.batch import BatchSummary, ScanBatchRunner
-from anomalyclip_med.inference.evaluator import ScanBatchEvaluator
+from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, ScoringOptions
 from anomalyclip_med.io.cases import ScanCase, datalist_cases
-from anomalyclip_med.network.factory import ModelOptions, create_model, resolve_device
+from anomalyclip_med.network.factory import ModelOptions, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
+from anomalyclip_med.runs.calibrate import CalibrationRun
+from anomalyclip_med.runs.engine import CaseRunner, RunSummary
+from anomalyclip_med.runs.monai import CaseEvaluator
 from anomalyclip_med.training.loop import TrainResult
-from anomalyclip_med.training.run import train_on_dataset
 from anomalyclip_med.training.settings import TrainData, TrainSettings
 from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
 
@@ -159,12 +156,12 @@ def resume_mode(resume: bool, overwrite: bool) -> str:
     return "continue" if resume else "overwrite" if overwrite else "refuse"
 
 
-def preflight(runner: ScanBatchRunner) -> None:
-    """:meth:`ScanBatchRunner.preflight` before any weights load: a refused run ends with one ``error:`` line."""
+def preflight(runner: CaseRunner) -> None:
+    """:meth:`CaseRunner.preflight` before any weights load: a refused run ends with one ``error:`` line."""
     _user_errors(runner.preflight)
 
 
-def run_batch(evaluator: ScanBatchEvaluator) -> BatchSummary:
+def run_batch(evaluator: CaseEvaluator) -> RunSummary:
     """
     Run the inference evaluator: each case that fails is named on one ``error:`` line and the others go on.
 
@@ -217,7 +214,7 @@ def build_model(**options: Any) -> AnomalyCLIP:
         return _options(ModelOptions, options)
 
     model_options = _user_errors(check)
-    model = _user_errors(lambda: create_model(model_options), _FIX)
+    model = _user_errors(lambda: api.build_model(model_options), _FIX)
     if model.untrained_warning:
         print(model.untrained_warning)
     return model
@@ -232,11 +229,11 @@ def evaluate(dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, 
 
     def run() -> dict[str, Any]:
         _check_known(options, ModelOptions, ScoringOptions, CohortOptions, BenchmarkOptions, CalibrationOptions)
-        return evaluate_dataset(
+        return api.evaluate(
             dataset, root, out_dir, _options(ModelOptions, options), benchmark=_options(BenchmarkOptions, options),
             cohort=_options(CohortOptions, options), scoring=_options(ScoringOptions, options),
             calibration=_options(CalibrationOptions, options),
-        )
+        ).run
 
     return _user_errors(run, _FIX)
 
@@ -252,8 +249,8 @@ def train(
 
     def run() -> TrainResult | None:
         _check_known(options, ModelOptions, TrainSettings)
-        return train_on_dataset(TrainData(root, dataset, split), out_dir, _options(TrainSettings, options),
-                                _options(ModelOptions, options), resume=as_bool(resume))
+        return api.train(TrainData(root, dataset, split), out_dir, _options(TrainSettings, options),
+                         _options(ModelOptions, options), resume=as_bool(resume))
 
     return _user_errors(run, _FIX)
 
@@ -268,32 +265,32 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options:
     """
 
     def run() -> CalibrationRun:
-        _check_known(options, ModelOptions, ScoringOptions, LoadingOptions, CalibrateOptions)
+        _check_known(options, ModelOptions, ScoringOptions, LoadingOptions, CalibrateOptions, BatchOptions)
         settings = _options(CalibrateOptions, options)
         path = Path(dataset_dir)
         inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
             [case.source for case in datalist_cases(path)]
-        return calibrate_inputs(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
-                                _options(LoadingOptions, options), settings)
+        return api.calibrate(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
+                             _options(LoadingOptions, options), settings, _options(BatchOptions, options))
 
     done = _user_errors(run, _FIX)
-    cal = done.calibration
-    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({done.scored} scored, {done.reused} reused, "
-          f"{len(done.failed)} failed) -> {out}")
-    if done.failed or not cal.counts["cases"]:
+    cal, counts = done.calibration, done.summary.counts
+    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({counts['scored']} scored, {counts['reused']} "
+          f"reused, {counts['failed']} failed) -> {out}")
+    if counts["failed"] or not cal.counts["cases"]:
         raise SystemExit(2)
     return done
 
 
-def calibration_decision(network: AnomalyCLIP, **options: Any) -> CalibratedDecision | None:
+def calibration_decision(network: AnomalyCLIP, **options: Any) -> Decision:
     """
-    The calibration decision of the inference config (None when ``calibration`` is None): keyword options are fields
+    The decision of the inference config (the fixed threshold when ``calibration`` is None): keyword options are fields
     of :class:`CalibrationOptions` and the :class:`ScoringOptions` the scans are scored with (checked against the
     calibration's). The bundle writes the probability map; calibrated p-value maps come from ``score --map
     calibrated``.
     """
 
-    def make() -> CalibratedDecision | None:
+    def make() -> Decision:
         _check_known(options, CalibrationOptions, ScoringOptions)
         settings = _options(CalibrationOptions, options)
         if settings.map_output != "probability":
