@@ -1,19 +1,151 @@
-"""A MONAI ``Inferer`` that scores a read and planned scan slice by slice, for MONAI engines and bundle configs."""
+"""
+MONAI ``Inferer`` classes of scan scoring:
+
+- :class:`VolumeAnomalyInferer`: one volume in, its anomaly map out, as MONAI Deploy's bundle operator and MONAI
+  Label's bundle tasks call the ``inferer`` of a bundle's ``inference.json``; its :meth:`~VolumeAnomalyInferer.prepare`
+  (host) and :meth:`~VolumeAnomalyInferer.compute` (device) halves are the steps a batch engine overlaps.
+- :class:`SliceAnomalyInferer`: the batch runner's device stage (bound to a runner's prepared scans).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import MetaKeys
 
-from anomalyclip_med.inference.scan import PreparedScan, ScoredScan
+from anomalyclip_med.inference.options import ScoringOptions
+from anomalyclip_med.inference.scan import PreparedScan, ScoredScan, aggregate_scores
+from anomalyclip_med.inference.slices import SlicePlan, plan_slices, score_planned
 from anomalyclip_med.network.net import as_anomalyclip
+from anomalyclip_med.transforms.intensity import PRESET_META_KEY
 
 if TYPE_CHECKING:
     from anomalyclip_med.inference.batch import ScanBatchRunner
 
-__all__ = ["SliceAnomalyInferer"]
+__all__ = ["SCORE_META_KEYS", "VolumeAnomalyInferer", "SliceAnomalyInferer"]
+
+# What VolumeAnomalyInferer adds to its map's metadata (besides the intensity preset under PRESET_META_KEY).
+SCORE_META_KEYS = ("scan_score", "slice_scores", "scored_slices", "slice_axis")
+
+
+@contextlib.contextmanager
+def _evaluating(network: torch.nn.Module) -> Iterator[None]:
+    """``network`` in eval mode and no gradients inside; its mode as it was after."""
+    training = network.training
+    if training:
+        network.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if training:
+            network.train()
+
+
+class VolumeAnomalyInferer(Inferer):
+    """
+    AnomalyCLIP over one CT/MRI volume, slice by slice, as a MONAI inferer: ``inferer(inputs, network)`` returns the
+    volume's anomaly map on the volume's own grid, the same as ``anomalyclip-med score`` computes it (the same
+    slicing plan, network batches, z smoothing, body mask and scan-score aggregation; see
+    :func:`anomalyclip_med.inference.slices.score_slices`).
+
+    The two halves of the call are public for engines that overlap them across scans: :meth:`prepare` (the host
+    side: the slicing plan from the whole scan) and :meth:`compute` (the device side: the planned slices through
+    the network, the map post-processing on its device, one copy of the results back).
+
+    Args:
+        scoring: how a scan is scored [``ScoringOptions()``]; its ``threshold`` is also applied in :meth:`compute`
+            (``ScoredScan.result.labelmap``).
+        progress: show a progress bar over each scan's slices.
+    """
+
+    def __init__(self, scoring: ScoringOptions | None = None, progress: bool = False) -> None:
+        super().__init__()
+        self.scoring = scoring if scoring is not None else ScoringOptions()
+        self.progress = progress
+
+    def prepare(self, image: MetaTensor, network: torch.nn.Module) -> SlicePlan:
+        """
+        The slicing plan of a scan (intensity preset, slicing axis and geometry, slices to score, body mask),
+        made on the host from the whole scan.
+
+        Args:
+            image: the scan, channel-first ``(1, X, Y, Z)`` with raw intensities, as loaded
+                (:class:`anomalyclip_med.transforms.LoadScan`); on the host or on a device.
+            network: the ``AnomalyCLIPNet`` (or ``AnomalyCLIP``) whose input size and normalisation the plan uses.
+        """
+        model = as_anomalyclip(network)
+        s = self.scoring
+        host = image if image.device.type == "cpu" else image.cpu()
+        return plan_slices(host, s.intensity_preset(), model.config.image_size, model.mean, model.std, s.axis,
+                           s.skip_empty, s.min_foreground, body_mask=s.body_mask)
+
+    def compute(self, image: MetaTensor, plan: SlicePlan, network: torch.nn.Module) -> ScoredScan:
+        """
+        The planned slices of ``image`` through ``network`` on its device, the map post-processing there and the
+        scan score (:func:`anomalyclip_med.inference.slices.score_planned`,
+        :func:`anomalyclip_med.inference.scan.aggregate_scores`).
+
+        Args:
+            image: the scan :meth:`prepare` planned.
+            plan: its plan.
+            network: the ``AnomalyCLIPNet`` (or ``AnomalyCLIP``), in eval mode.
+        """
+        model = as_anomalyclip(network)
+        s = self.scoring
+        source = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
+        desc = Path(str(source)).name if source else None
+        result = score_planned(model, image, plan, s.batch_size, s.z_smooth, s.threshold, self.progress, desc)
+        return ScoredScan(result, aggregate_scores(result.slice_scores, result.scored, s.aggregation, s.topk))
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> MetaTensor:
+        """
+        Args:
+            inputs: one preprocessed volume (``preprocessing`` of the bundle: raw intensities, a ``MetaTensor``
+                carrying the volume's affine), channel-first ``(1, X, Y, Z)``, or with a batch dimension of one
+                ``(1, 1, X, Y, Z)`` as MONAI Deploy and MONAI Label pass it.
+            network: the bundle's ``network_def`` (``AnomalyCLIPNet``) or an ``AnomalyCLIP``; run in eval mode
+                without gradients (its mode is restored after).
+
+        Returns:
+            the float32 anomaly map in [0, 1] on the host, the shape of ``inputs`` (batch dimension kept when
+            given), on the volume's grid with its metadata and affine, plus ``scan_score`` (float), ``slice_scores``
+            (float64, one per slice along ``slice_axis``, 0 where not scored), ``scored_slices`` (bool),
+            ``slice_axis`` (the array axis sliced, 0..2) and the intensity preset used
+            (``meta["intensity_preset"]``).
+
+        Raises:
+            ValueError: ``inputs`` is not one channel-first single-channel volume.
+        """
+        batched = inputs.ndim == 5
+        volume = inputs[0] if batched else inputs
+        if volume.ndim != 4 or volume.shape[0] != 1 or (batched and inputs.shape[0] != 1):
+            raise ValueError("VolumeAnomalyInferer takes one single-channel volume, (1, X, Y, Z) or (1, 1, X, Y, Z); "
+                             f"got shape {tuple(inputs.shape)}.")
+        if not isinstance(volume, MetaTensor):
+            volume = MetaTensor(volume)
+        with _evaluating(network):
+            scored = self.compute(volume, self.prepare(volume, network), network)
+        result = scored.result
+        meta = dict(volume.meta)
+        meta.update({
+            MetaKeys.AFFINE: torch.as_tensor(volume.affine, dtype=torch.float64).detach().cpu().clone(),
+            "scan_score": float(scored.scan_score),
+            "slice_scores": np.asarray(result.slice_scores, dtype=np.float64),
+            "scored_slices": np.asarray(result.scored, dtype=bool),
+            "slice_axis": int(result.geometry.axis),
+            PRESET_META_KEY: result.preset.to_dict(),
+        })
+        values = torch.from_numpy(np.ascontiguousarray(result.anomaly_map, dtype=np.float32))[None]
+        anomaly_map = MetaTensor(values, meta=meta)
+        return anomaly_map[None] if batched else anomaly_map
 
 
 class SliceAnomalyInferer(Inferer):
