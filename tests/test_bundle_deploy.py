@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -140,6 +141,22 @@ def test_deploy_operator_call_of_inference_json_gives_the_score_command_outputs(
         assert np.allclose(np.asarray(out.affine), nib.load(source).affine, atol=1e-6)
     if before is not None:  # the caller's volume is not modified
         assert torch.equal(value.as_tensor(), before.as_tensor())
+
+
+def test_deploy_operator_call_with_the_traced_export(case):
+    """MONAI Deploy runs the network its app context loads, the TorchScript export (``ckpt_export --use_trace``):
+    the same maps as ``score`` to the traced network's tolerance (verify_net_in_out's 1e-4)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constants and Python values
+        traced = torch.jit.trace(case["network"], torch.zeros(1, 3, 56, 56))
+    result = _operator_call(case["parser"], traced, _deploy_image(case["source"]))
+    amap, seg = result["anomaly_map"][0].numpy(), result["pred"][0].numpy()
+    assert float(np.abs(amap - case["map"]).max()) <= 1e-4
+    assert result["anomaly_map"].meta["scan_score"] == pytest.approx(case["report"]["scan_score"], abs=1e-4)
+    clear = np.abs(case["map"] - THRESHOLD) > 1e-4  # voxels not within the tolerance of the threshold
+    assert np.array_equal(seg[clear], case["seg"][clear])
+    with pytest.raises(ValueError, match="image_size"):
+        VolumeAnomalyInferer()(torch.zeros(1, 1, 8, 8, 4), traced)
 
 
 def test_bundle_keeps_the_batch_inferer_for_its_run(case):

@@ -10,8 +10,10 @@ MONAI ``Inferer`` classes of scan scoring:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +25,9 @@ from monai.utils import MetaKeys
 from anomalyclip_med.inference.options import ScoringOptions
 from anomalyclip_med.inference.scan import PreparedScan, ScoredScan, aggregate_scores
 from anomalyclip_med.inference.slices import SlicePlan, plan_slices, score_planned
+from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import as_anomalyclip
+from anomalyclip_med.transforms.image2d import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from anomalyclip_med.transforms.intensity import PRESET_META_KEY
 
 if TYPE_CHECKING:
@@ -33,6 +37,37 @@ __all__ = ["SCORE_META_KEYS", "VolumeAnomalyInferer", "SliceAnomalyInferer"]
 
 # What VolumeAnomalyInferer adds to its map's metadata (besides the intensity preset under PRESET_META_KEY).
 SCORE_META_KEYS = ("scan_score", "slice_scores", "scored_slices", "slice_axis")
+
+
+@dataclass(frozen=True)
+class _InputSize:
+    image_size: int
+
+
+class _ExportedNetwork:
+    """
+    A network given as a plain module (e.g. the traced TorchScript export ``models/model.ts`` that MONAI Deploy
+    loads) that maps ``(B, 3, S, S)`` slices to the ``(B, 2, S, S)`` output of ``AnomalyCLIPNet`` (channel 0 the
+    map, channel 1 the image score at every pixel), with what :func:`plan_slices` and :func:`score_planned` read
+    of an ``AnomalyCLIP``.
+    """
+
+    def __init__(self, network: torch.nn.Module, image_size: int, mean: Sequence[float], std: Sequence[float]
+                 ) -> None:
+        self.network = network
+        self.config = _InputSize(int(image_size))
+        self.mean, self.std = tuple(mean), tuple(std)
+        tensor = next(iter(network.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(network.buffers()), None)
+        self.device = tensor.device if tensor is not None else torch.device("cpu")
+
+    def predict(self, batch: torch.Tensor) -> SimpleNamespace:
+        out = self.network(batch)
+        if out.ndim != 4 or out.shape[1] != 2:
+            raise ValueError("A network that is not an AnomalyCLIP must map (B, 3, S, S) slices to the (B, 2, S, S) "
+                             f"output of AnomalyCLIPNet; got shape {tuple(out.shape)}.")
+        return SimpleNamespace(anomaly_map=out[:, 0], image_score=out[:, 1, 0, 0])
 
 
 @contextlib.contextmanager
@@ -60,16 +95,43 @@ class VolumeAnomalyInferer(Inferer):
     side: the slicing plan from the whole scan) and :meth:`compute` (the device side: the planned slices through
     the network, the map post-processing on its device, one copy of the results back).
 
+    The network is the bundle's ``network_def`` (``AnomalyCLIPNet``) or an ``AnomalyCLIP``, whose input size and
+    normalisation the slices are made for. Any other module is taken as the network's export (the traced
+    ``models/model.ts`` that MONAI Deploy loads): ``(B, 3, S, S)`` slices in, ``AnomalyCLIPNet``'s ``(B, 2, S, S)``
+    output out, its input side ``image_size`` and normalisation ``mean``/``std`` given here (a traced network
+    matches the eager one to about 1e-4).
+
     Args:
         scoring: how a scan is scored [``ScoringOptions()``]; its ``threshold`` is also applied in :meth:`compute`
             (``ScoredScan.result.labelmap``).
         progress: show a progress bar over each scan's slices.
+        image_size: the input side of an exported network (the traced size); not used with an AnomalyCLIP network.
+        mean, std: the input normalisation of an exported network [OpenAI CLIP's]; not used with an AnomalyCLIP
+            network.
     """
 
-    def __init__(self, scoring: ScoringOptions | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        scoring: ScoringOptions | None = None,
+        progress: bool = False,
+        image_size: int | None = None,
+        mean: Sequence[float] = OPENAI_DATASET_MEAN,
+        std: Sequence[float] = OPENAI_DATASET_STD,
+    ) -> None:
         super().__init__()
         self.scoring = scoring if scoring is not None else ScoringOptions()
         self.progress = progress
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def _model(self, network: torch.nn.Module) -> AnomalyCLIP | _ExportedNetwork:
+        model = as_anomalyclip(network)
+        if isinstance(model, AnomalyCLIP):
+            return model
+        if self.image_size is None:
+            raise ValueError(f"{type(network).__name__} is not an AnomalyCLIP network: give VolumeAnomalyInferer the "
+                             "input side it was exported for (image_size).")
+        return _ExportedNetwork(model, self.image_size, self.mean, self.std)
 
     def prepare(self, image: MetaTensor, network: torch.nn.Module) -> SlicePlan:
         """
@@ -79,9 +141,10 @@ class VolumeAnomalyInferer(Inferer):
         Args:
             image: the scan, channel-first ``(1, X, Y, Z)`` with raw intensities, as loaded
                 (:class:`anomalyclip_med.transforms.LoadScan`); on the host or on a device.
-            network: the ``AnomalyCLIPNet`` (or ``AnomalyCLIP``) whose input size and normalisation the plan uses.
+            network: the ``AnomalyCLIPNet`` (or ``AnomalyCLIP``, or an export: see the class) whose input size and
+                normalisation the plan uses.
         """
-        model = as_anomalyclip(network)
+        model = self._model(network)
         s = self.scoring
         host = image if image.device.type == "cpu" else image.cpu()
         return plan_slices(host, s.intensity_preset(), model.config.image_size, model.mean, model.std, s.axis,
@@ -96,9 +159,9 @@ class VolumeAnomalyInferer(Inferer):
         Args:
             image: the scan :meth:`prepare` planned.
             plan: its plan.
-            network: the ``AnomalyCLIPNet`` (or ``AnomalyCLIP``), in eval mode.
+            network: the network :meth:`prepare` was given, in eval mode.
         """
-        model = as_anomalyclip(network)
+        model = self._model(network)
         s = self.scoring
         source = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
         desc = Path(str(source)).name if source else None
@@ -111,8 +174,8 @@ class VolumeAnomalyInferer(Inferer):
             inputs: one preprocessed volume (``preprocessing`` of the bundle: raw intensities, a ``MetaTensor``
                 carrying the volume's affine), channel-first ``(1, X, Y, Z)``, or with a batch dimension of one
                 ``(1, 1, X, Y, Z)`` as MONAI Deploy and MONAI Label pass it.
-            network: the bundle's ``network_def`` (``AnomalyCLIPNet``) or an ``AnomalyCLIP``; run in eval mode
-                without gradients (its mode is restored after).
+            network: the bundle's ``network_def`` (``AnomalyCLIPNet``), an ``AnomalyCLIP`` or an export (see the
+                class); run in eval mode without gradients (its mode is restored after).
 
         Returns:
             the float32 anomaly map in [0, 1] on the host, the shape of ``inputs`` (batch dimension kept when
