@@ -14,7 +14,7 @@ __all__, __getattr__ = lazy_exports(
             "BatchOptions", "scan_options_record"
         ),
         "images2d": ("ImageResult", "output_names", "preprocess_images", "image_maps", "predict_images"),
-        "inferer": ("SCORE_META_KEYS", "VolumeAnomalyInferer", "SliceAnomalyInferer"),
+        "inferer": ("VolumeAnomalyInferer", "SliceAnomalyInferer"),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "ScanResult", "PreparedScan", "ScoredScan", "aggregate_scores",
             "case_id_of", "expected_outputs", "check_destination", "resume_record", "scan_report", "prepare_scan",

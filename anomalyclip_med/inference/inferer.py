@@ -33,10 +33,7 @@ from anomalyclip_med.transforms.intensity import PRESET_META_KEY
 if TYPE_CHECKING:
     from anomalyclip_med.inference.batch import ScanBatchRunner
 
-__all__ = ["SCORE_META_KEYS", "VolumeAnomalyInferer", "SliceAnomalyInferer"]
-
-# What VolumeAnomalyInferer adds to its map's metadata (besides the intensity preset under PRESET_META_KEY).
-SCORE_META_KEYS = ("scan_score", "slice_scores", "scored_slices", "slice_axis")
+__all__ = ["VolumeAnomalyInferer", "SliceAnomalyInferer"]
 
 
 @dataclass(frozen=True)
