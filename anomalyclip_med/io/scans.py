@@ -131,7 +131,7 @@ def as_scan(image: torch.Tensor | np.ndarray) -> MetaTensor:
         raise InputError(f"{name} is 2D (shape {shape}); `score` takes 3D scans. Use `anomalyclip-med predict` for "
                          "2D images.")
     meta = dict(img.meta)
-    affine = torch.as_tensor(img.affine, dtype=torch.float64).clone()
+    affine = torch.as_tensor(img.affine, dtype=torch.float64).detach().cpu().clone()
     original = meta.get(MetaKeys.ORIGINAL_AFFINE)
     original = affine.numpy().copy() if original is None else np.array(original, dtype=np.float64)
     if str(meta.get(MetaKeys.SPACE, SpaceKeys.RAS)) == str(SpaceKeys.LPS):
