@@ -17,7 +17,7 @@ __all__, __getattr__ = lazy_exports(
             "MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "read_mask", "image_size_of"
         ),
         "names": ("NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id"),
-        "scans": ("load_volume",),
+        "scans": ("load_volume", "as_scan"),
         "overlay": ("COLORMAP", "heatmap_overlay", "colour_bar", "save_png"),
         "writers": ("write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg", "dicom_seg_problem"),
         "cases": ("CASE_NAMING", "ScanCase", "find_cases", "datalist_cases", "name_cases", "input_fingerprint"),
