@@ -31,7 +31,7 @@ from monai.transforms import Compose, MapTransform
 from monai.utils import ensure_tuple
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.inference import ScoringOptions, SliceAnomalyInferer, VolumeAnomalyInferer
+from anomalyclip_med.inference import ScoringOptions, VolumeAnomalyInferer
 from anomalyclip_med.calibration import Decision
 from anomalyclip_med.transforms import AnomalyOutputs, AnomalyOutputsd, LoadScan, LoadScand
 from conftest import TESTS, TINY_CLIP_JSON, tiny_model
@@ -164,10 +164,9 @@ def test_bundle_keeps_the_batch_inferer_for_its_run(case):
     parser = case["parser"]
     assert isinstance(parser.get_parsed_content("inferer"), VolumeAnomalyInferer)
     assert parser["evaluator"]["inferer"] == "@batch_inferer"
-    assert parser["batch_inferer"]["_target_"].endswith("SliceAnomalyInferer")
+    assert parser["batch_inferer"]["_target_"].endswith("CaseInferer")
     inferer = parser.get_parsed_content("inferer")
     assert inferer.scoring.threshold == THRESHOLD and inferer.scoring.batch_size == BATCH_SIZE
-    assert SliceAnomalyInferer is not VolumeAnomalyInferer
 
 
 def test_volume_inferer_keeps_the_batch_dimension_and_the_network_mode():
