@@ -25,7 +25,7 @@ from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.evaluation.options import BenchmarkOptions, CohortOptions
-from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, ScoringOptions
+from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
 from anomalyclip_med.io.cases import ScanCase, datalist_cases
 from anomalyclip_med.network.factory import ModelOptions, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
@@ -265,13 +265,13 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options:
     """
 
     def run() -> CalibrationRun:
-        _check_known(options, ModelOptions, ScoringOptions, LoadingOptions, CalibrateOptions, BatchOptions)
+        _check_known(options, ModelOptions, ScoringOptions, LoadingOptions, CalibrateOptions)
         settings = _options(CalibrateOptions, options)
         path = Path(dataset_dir)
         inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
             [case.source for case in datalist_cases(path)]
         return api.calibrate(inputs, out, _options(ModelOptions, options), _options(ScoringOptions, options),
-                             _options(LoadingOptions, options), settings, _options(BatchOptions, options))
+                             _options(LoadingOptions, options), settings)
 
     done = _user_errors(run, _FIX)
     cal, counts = done.calibration, done.summary.counts

@@ -360,7 +360,7 @@ class CalibratedDecision(Decision):
                     f"rate {fpr:g} needs at least {int(np.ceil(1 / fpr - 1 - 1e-9))} (p-values are >= 1 / (n + 1)); "
                     "calibrate on more normals or ask for a higher rate.")
             self.thresholds[level] = threshold
-        super().__init__(self.thresholds[calibration.map_level])
+        super().__init__(self.thresholds.get(calibration.map_level))
 
     @property
     def calibrated(self) -> CalibratedDecision:

@@ -20,7 +20,7 @@ from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, optional_import
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.dicom import DICOM_SUFFIXES, select_dicom_series
 from anomalyclip_med.io.formats import check_volume_file
-from anomalyclip_med.io.images import IMAGE_SUFFIXES
+from anomalyclip_med.io.names import IMAGE_SUFFIXES
 from anomalyclip_med.io.names import NIFTI_SUFFIXES, VOLUME_SUFFIXES, case_id_of, safe_case_id, volume_suffix
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
