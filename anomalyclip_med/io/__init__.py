@@ -12,7 +12,7 @@ __all__, __getattr__ = lazy_exports(
     {
         "formats": ("describe_content", "check_volume_file", "DeclaredVolume"),
         "dicom": ("DICOM_SUFFIXES", "DicomSeries", "find_dicom_series", "select_dicom_series", "has_dicom_files"),
-        "images": ("OPEN_ERRORS", "open_image", "check_image", "list_images", "to_rgb", "read_image"),
+        "images": ("OPEN_ERRORS", "open_image", "to_rgb", "read_image"),
         "masks": (
             "MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "read_mask", "image_size_of"
         ),
