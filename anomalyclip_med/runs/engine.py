@@ -108,6 +108,7 @@ class CaseResult:
         outputs: its output paths (the job's layout).
         record: what the job recorded for it (a scan's scores JSON, a cohort case's metrics; None when failed).
         error: one line naming the cause (failed cases).
+        seconds: wall seconds of each stage that ran (``prepare``, ``compute``, ``write``).
     """
 
     case: ScanCase
@@ -115,6 +116,7 @@ class CaseResult:
     outputs: dict[str, Path]
     record: dict[str, Any] | None = None
     error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -535,14 +537,14 @@ class CaseRunner(Generic[P, C]):
         case, outputs = outcome.item, self.job.outputs(outcome.item)
         if outcome.error is None:
             status, record = outcome.result
-            result = CaseResult(case, status, outputs, record)
+            result = CaseResult(case, status, outputs, record, seconds=outcome.seconds)
             self._echo(self.job.line(result))
         else:
             logger.debug("case %s failed", case.name, exc_info=outcome.error)
             cause = describe_error(outcome.error)
             if str(case.source) not in cause:  # a library's message seldom names the file
                 cause += f" (input '{case.source}')"
-            result = CaseResult(case, Status.FAILED, outputs, error=cause)
+            result = CaseResult(case, Status.FAILED, outputs, error=cause, seconds=outcome.seconds)
             self._echo(f"error: {case.name}: {cause}", error=True)
         if self._bar is not None:
             self._bar.update()
