@@ -282,20 +282,20 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, **options:
     return done
 
 
-def calibration_decision(network: AnomalyCLIP, **options: Any) -> Decision:
+def calibration_decision(network: AnomalyCLIP, scoring: ScoringOptions, **options: Any) -> Decision:
     """
-    The decision of the inference config (the fixed threshold when ``calibration`` is None): keyword options are fields
-    of :class:`CalibrationOptions` and the :class:`ScoringOptions` the scans are scored with (checked against the
-    calibration's). The bundle writes the probability map; calibrated p-value maps come from ``score --map
-    calibrated``.
+    The decision of the inference config: ``scoring`` is the config's one ``scoring`` component (its threshold without
+    a calibration; checked against the calibration's scoring options with one); keyword options are fields of
+    :class:`CalibrationOptions`. The bundle writes the probability map; calibrated p-value maps come from ``score
+    --map calibrated``.
     """
 
     def make() -> Decision:
-        _check_known(options, CalibrationOptions, ScoringOptions)
+        _check_known(options, CalibrationOptions)
         settings = _options(CalibrationOptions, options)
         if settings.map_output != "probability":
             raise InputError("The bundle writes the probability map; write calibrated p-value maps with "
                              "'anomalyclip-med score --map calibrated'.")
-        return settings.decision("scans", network.identity(), _options(ScoringOptions, options))
+        return settings.decision("scans", network.identity(), scoring)
 
     return _user_errors(make)
