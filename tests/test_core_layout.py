@@ -43,6 +43,26 @@ def test_nothing_outside_cli_imports_cli():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_weights_import_nothing_from_the_network():
+    """weights/ lies below network/: the network imports the weights layer, never the other way, not even inside a
+    function (relative imports resolved)."""
+    offenders = []
+    for path in sorted((PACKAGE / "weights").rglob("*.py")):
+        package = ["anomalyclip_med", *path.relative_to(PACKAGE).parent.parts]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            offenders += [(path.name, node.lineno, n) for n in names
+                          if n == "anomalyclip_med.network" or n.startswith("anomalyclip_med.network.")]
+    assert offenders == []
+
+
 def test_network_model_does_not_import_io_or_transforms():
     imported = _imports(PACKAGE / "network" / "model.py")
     assert not [m for m in imported if m.startswith(("anomalyclip_med.io", "anomalyclip_med.transforms", "PIL"))]
