@@ -7,10 +7,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.weights.registry import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 
-__all__ = ["REFERENCE_SEED", "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "PRECISION_NAMES", "PROMPT_SHAPE_SETTINGS",
-           "AnomalyCLIPConfig"]
+__all__ = ["REFERENCE_SEED", "PRECISION_NAMES", "PROMPT_SHAPE_SETTINGS", "AnomalyCLIPConfig"]
 
 # the reference seeds everything with this value (its setup_seed(111)): the prompt initialisation and training
 REFERENCE_SEED = 111
