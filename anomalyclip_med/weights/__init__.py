@@ -33,7 +33,6 @@ from anomalyclip_med.weights.sources import (
     ResolvedWeights,
     missing_prompt_file,
     parse_prompts,
-    prompt_path,
     resolve_weights,
 )
 
@@ -62,7 +61,6 @@ __all__ = [
     "locate",
     "missing_prompt_file",
     "parse_prompts",
-    "prompt_path",
     "prompt_names",
     "registry",
     "resolve_weights",

@@ -22,7 +22,7 @@ from anomalyclip_med.weights.registry import (
     registry,
 )
 
-__all__ = ["PromptSource", "ResolvedWeights", "missing_prompt_file", "parse_prompts", "prompt_path", "resolve_weights"]
+__all__ = ["PromptSource", "ResolvedWeights", "missing_prompt_file", "parse_prompts", "resolve_weights"]
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,3 @@ def resolve_weights(
     else:
         prompt_file = Path(source.value) if source.kind == "file" else None
     return ResolvedWeights(backbone, backbone_weights, prompt_file, source, prompts_entry, backbone_entry)
-
-
-def prompt_path(prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None) -> str | None:
-    """The local prompt file for ``prompts`` (a registry name is found or fetched; ``None``: untrained), e.g. for
-    a checkpoint loader that takes a path."""
-    path = resolve_weights(None, None, prompts, weights_dir).prompts
-    return None if path is None else str(path)
