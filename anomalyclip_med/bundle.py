@@ -38,7 +38,7 @@ from anomalyclip_med.network.net import AnomalyCLIPNet
 from anomalyclip_med.training.loop import TrainResult
 from anomalyclip_med.training.run import train_on_dataset
 from anomalyclip_med.training.settings import TrainData, TrainSettings
-from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
 __all__ = [
     "BundleNetwork",
@@ -51,7 +51,6 @@ __all__ = [
     "default_weights_dir",
     "evaluate",
     "prompt_dataset",
-    "prompt_file",
     "preflight",
     "resume_mode",
     "run_batch",
@@ -101,19 +100,6 @@ class BundleNetwork(AnomalyCLIPNet):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
-
-
-def prompt_file(
-    prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None, backbone: str | None = None,
-    backbone_weights: str | None = None,
-) -> str | None:
-    """
-    The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched;
-    evaluate.json); ``None`` for untrained prompts. The backbone's named weights are found or fetched in the same step, so that an
-    offline run stops at start with one error naming every missing file.
-    """
-    weights = None if ModelOptions(backbone_weights=backbone_weights).random_weights else backbone_weights
-    return _user_errors(lambda: resolve_weights(backbone, weights, prompts, weights_dir).prompts, _FIX)
 
 
 def torch_device(name: str | torch.device) -> torch.device:

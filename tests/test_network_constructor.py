@@ -27,10 +27,10 @@ INFERENCE = BUNDLE / "configs" / "inference.json"
 TINY = {"backbone": str(TINY_CLIP_JSON), "backbone_weights": "none", "image_size": 56}
 
 
-def _bundle_network(**overrides):
-    """``network_def`` of inference.json as MONAI tools instantiate it (the tiny random backbone)."""
+def _bundle_network(configs=(INFERENCE,), **overrides):
+    """``network_def`` of the bundle's config(s) as MONAI tools instantiate it (the tiny random backbone)."""
     parser = ConfigParser()
-    parser.read_config(str(INFERENCE))
+    parser.read_config([str(c) for c in configs])
     parser.update({"bundle_root": str(BUNDLE), **TINY, **overrides})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -75,6 +75,11 @@ def test_bundle_network_takes_the_prompt_files_recorded_layers(layer2_prompts):
     with torch.no_grad():
         bundle_map = net(batch)[:, 0]
     assert torch.equal(bundle_map, model.predict(batch).anomaly_map)
+    # evaluate.json (over train.json) builds its network from its prompts the same way
+    evaluated = _bundle_network((BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "evaluate.json"),
+                                prompts=str(layer2_prompts), device="cpu")
+    assert evaluated.anomalyclip.config == model.config
+    assert torch.equal(evaluated.anomalyclip.prompt_learner.ctx_pos, model.prompt_learner.ctx_pos)
 
 
 def _python(*args, module):
