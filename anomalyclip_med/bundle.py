@@ -35,7 +35,7 @@ from anomalyclip_med.runs.engine import CaseRunner, RunSummary
 from anomalyclip_med.runs.monai import CaseEvaluator
 from anomalyclip_med.training.loop import TrainResult
 from anomalyclip_med.training.settings import TrainData, TrainSettings
-from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
 __all__ = [
     "BundleNetwork",
@@ -48,7 +48,6 @@ __all__ = [
     "default_weights_dir",
     "evaluate",
     "prompt_dataset",
-    "prompt_file",
     "preflight",
     "resume_mode",
     "run_batch",
@@ -91,25 +90,13 @@ def _user_errors(call: Callable[[], T], hint: str = "") -> T:
 class BundleNetwork(AnomalyCLIPNet):
     """
     The bundle's ``network_def``: :class:`anomalyclip_med.network.AnomalyCLIPNet` (same arguments, state dict and
-    outputs) whose construction errors (missing or unfit weights) end the run with one ``error:`` line naming
-    the bundle override that fixes it, instead of a traceback from inside the config parser.
+    outputs, built by ``create_model`` as ``score`` builds its network) whose construction errors (missing or unfit
+    weights, a damaged prompt file, a setting against the prompt file's) end the run with one ``error:`` line
+    naming the bundle override that fixes it, instead of a traceback from inside the config parser.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
-
-
-def prompt_file(
-    prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None, backbone: str | None = None,
-    backbone_weights: str | None = None,
-) -> str | None:
-    """
-    The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
-    ``None`` for untrained prompts. The backbone's named weights are found or fetched in the same step, so that an
-    offline run stops at start with one error naming every missing file.
-    """
-    weights = None if ModelOptions(backbone_weights=backbone_weights).random_weights else backbone_weights
-    return _user_errors(lambda: resolve_weights(backbone, weights, prompts, weights_dir).prompts, _FIX)
 
 
 def torch_device(name: str | torch.device) -> torch.device:
@@ -117,18 +104,11 @@ def torch_device(name: str | torch.device) -> torch.device:
     return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
 
 
-def announce_prompts(prompt_file: str | None, prompts: str | os.PathLike | None, network: AnomalyCLIPNet) -> None:
-    """
-    Tell the network which file ``CheckpointLoader`` will load its prompts from (named in every report), and say
-    loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts).
-    """
-    if prompt_file is not None:
-        network.record_prompt_file(prompt_file, None if Path(str(prompts)).is_file() else str(prompts))
-    parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
-    if prompt_file is None:
-        parts.append("the prompts are UNTRAINED (--prompts untrained)")
-    if parts:
-        print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")
+def announce_prompts(network: AnomalyCLIPNet) -> None:
+    """Say loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts)."""
+    warning = network.anomalyclip.untrained_warning
+    if warning:
+        print(warning)
 
 
 def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int, split: str = "test") -> AnomalyDataset:

@@ -17,7 +17,9 @@ from anomalyclip_med.weights.fetch import (
 from anomalyclip_med.weights.registry import (
     AUTHORS_COMMIT,
     BACKBONE_WEIGHTS_NAME,
+    DEFAULT_BACKBONE,
     DEFAULT_PROMPTS,
+    DEFAULT_WEIGHTS,
     REGISTRY_ENV,
     UNTRAINED,
     URL_BASE_ENV,
@@ -29,8 +31,8 @@ from anomalyclip_med.weights.registry import (
 from anomalyclip_med.weights.sources import (
     PromptSource,
     ResolvedWeights,
+    missing_prompt_file,
     parse_prompts,
-    prompt_path,
     resolve_weights,
 )
 
@@ -38,7 +40,9 @@ __all__ = [
     "AUTHORS_COMMIT",
     "BACKBONE_WEIGHTS_NAME",
     "CACHE_ENV",
+    "DEFAULT_BACKBONE",
     "DEFAULT_PROMPTS",
+    "DEFAULT_WEIGHTS",
     "REGISTRY_ENV",
     "UNTRAINED",
     "URL_BASE_ENV",
@@ -55,8 +59,8 @@ __all__ = [
     "ensure_weights",
     "file_digest",
     "locate",
+    "missing_prompt_file",
     "parse_prompts",
-    "prompt_path",
     "prompt_names",
     "registry",
     "resolve_weights",
