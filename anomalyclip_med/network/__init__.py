@@ -16,7 +16,7 @@ __all__, __getattr__ = lazy_exports(
         ),
         "checkpoint": (
             "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "NETWORK_PREFIX", "read_prompt_checkpoint", "load_prompt_state",
-            "save_prompt_checkpoint", "file_sha256", "load_failure", "prompt_state_from"
+            "save_prompt_checkpoint", "load_failure", "prompt_state_from"
         ),
         "config": ("REFERENCE_SEED", "PRECISION_NAMES", "PROMPT_SHAPE_SETTINGS", "AnomalyCLIPConfig"),
         "factory": (

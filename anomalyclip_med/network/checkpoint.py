@@ -9,7 +9,6 @@ Files are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ __all__ = [
     "load_prompt_state",
     "prompt_state_from",
     "save_prompt_checkpoint",
-    "file_sha256",
     "load_failure",
 ]
 
@@ -38,14 +36,6 @@ PROMPT_FORMAT_VERSION = 1
 NETWORK_PREFIX = "anomalyclip.prompt_learner."
 # In the authors' checkpoints but never used by their forward pass.
 _UNUSED_AUTHOR_KEYS = ("compound_prompt_projections.",)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_failure(err: Exception) -> str:

@@ -17,7 +17,6 @@ from torch import nn
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.network.backbone import BackboneInfo
 from anomalyclip_med.network.checkpoint import (
-    file_sha256,
     load_prompt_state,
     read_prompt_checkpoint,
     save_prompt_checkpoint,
@@ -27,6 +26,7 @@ from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
 from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
+from anomalyclip_med.utils.hashing import file_digest
 from anomalyclip_med.weights import DEFAULT_PROMPTS, DEFAULT_WEIGHTS, UNTRAINED
 
 __all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP", "scores_from_forward"]
@@ -185,7 +185,7 @@ class AnomalyCLIP(nn.Module):
         checkpoint = _checkpoint or read_prompt_checkpoint(path)
         load_prompt_state(self.prompt_learner, checkpoint["state_dict"], f"'{_name or path}' ({path})" if _name
                           else f"'{path}'")
-        self.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
+        self.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_digest(path),
                               "format": checkpoint["format"], "trained": True}
         if _name:
             self.prompt_source["name"] = _name
