@@ -42,6 +42,9 @@ class DicomSeries:
         body_part: DICOM BodyPartExamined, ``""`` when absent.
         description: SeriesDescription, ``""`` when absent.
         slice_spacing: distance between neighbouring slices along the normal, in mm.
+        positions: (N, 3) ImagePositionPatient of the sorted files (LPS, mm).
+        orientation: the series' ImageOrientationPatient (row then column direction cosines, LPS).
+        pixel_spacing: the series' PixelSpacing (between rows, between columns), in mm.
     """
 
     uid: str
@@ -50,6 +53,27 @@ class DicomSeries:
     body_part: str
     description: str
     slice_spacing: float
+    positions: np.ndarray | None = None
+    orientation: np.ndarray | None = None
+    pixel_spacing: np.ndarray | None = None
+
+    @property
+    def stack_step(self) -> np.ndarray:
+        """The step from one slice's ImagePositionPatient to the next (LPS, mm), over the whole stack."""
+        return (self.positions[-1] - self.positions[0]) / (len(self.positions) - 1)
+
+    @property
+    def tilt_degrees(self) -> float:
+        """The angle between the slice normal and the direction the slices step in (a CT gantry tilt); 0 for a
+        regular stack."""
+        step = self.stack_step
+        normal = np.cross(self.orientation[:3], self.orientation[3:])
+        return float(np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step), 0.0, 1.0))))
+
+
+# a stack whose step leaves the slice normal by less than this (radians, ~0.006 degrees) is regular: real
+# scanners round positions to ~1e-3 mm
+TILT_TOLERANCE = 1e-4
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -158,8 +182,10 @@ def _numbers(path: Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.nd
     return values
 
 
-def _geometry(folder: Path, members: list[tuple[Path, pydicom.Dataset]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each file's ImageOrientationPatient and ImagePositionPatient, after checking every geometry element."""
+def _geometry(folder: Path, members: list[tuple[Path, pydicom.Dataset]]
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each file's ImageOrientationPatient, ImagePositionPatient and PixelSpacing, after checking every geometry
+    element."""
     out = []
     for path, ds in members:
         values = {key: _numbers(path, ds, key, n) for key, n in _GEOMETRY.items()}
@@ -176,25 +202,31 @@ def _geometry(folder: Path, members: list[tuple[Path, pydicom.Dataset]]) -> list
         if np.any(values["PixelSpacing"] <= 0):
             raise InputError(f"DICOM file '{path}' has PixelSpacing={values['PixelSpacing'].tolist()}: spacings "
                              "must be positive.")
-        out.append((iop, values["ImagePositionPatient"]))
+        out.append((iop, values["ImagePositionPatient"], values["PixelSpacing"]))
     return out
 
 
-def _positions(folder: Path, members: list[tuple[Path, pydicom.Dataset]]) -> tuple[np.ndarray, np.ndarray]:
-    """Positions along the slice normal, after checking that all slices share orientation and size."""
+def _positions(folder: Path, members: list[tuple[Path, pydicom.Dataset]]
+               ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Positions along the slice normal and their order, and each file's geometry, after checking that all
+    slices share orientation, pixel spacing and size."""
     first = members[0][1]
     geometry = _geometry(folder, members)
-    iop = geometry[0][0]
-    for (path, ds), (orientation, _) in zip(members, geometry):
+    iop, spacing = geometry[0][0], geometry[0][2]
+    for (path, ds), (orientation, _, pixel_spacing) in zip(members, geometry):
         if not np.allclose(orientation, iop, atol=1e-4):
             raise InputError(f"DICOM series in '{folder}' mixes slice orientations ('{path.name}' differs from "
                              f"'{members[0][0].name}'); score one orientation at a time.")
+        if not np.allclose(pixel_spacing, spacing, rtol=1e-4, atol=1e-5):
+            raise InputError(f"DICOM series in '{folder}' mixes pixel spacings: '{path.name}' has PixelSpacing="
+                             f"{pixel_spacing.tolist()}, '{members[0][0].name}' has PixelSpacing={spacing.tolist()}; "
+                             "one volume has one PixelSpacing. Score one spacing at a time.")
         if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
             raise InputError(f"DICOM series in '{folder}' mixes image sizes ('{path.name}' is {ds.Rows}x{ds.Columns},"
                              f" '{members[0][0].name}' is {first.Rows}x{first.Columns}).")
     normal = np.cross(iop[:3], iop[3:])
-    positions = np.array([np.dot(normal, position) for _, position in geometry])
-    return positions, np.argsort(positions, kind="stable")
+    positions = np.array([np.dot(normal, position) for _, position, _ in geometry])
+    return positions, np.argsort(positions, kind="stable"), geometry
 
 
 def _check_spacing(folder: Path, files: list[Path], positions: np.ndarray) -> float:
@@ -218,6 +250,19 @@ def _check_spacing(folder: Path, files: list[Path], positions: np.ndarray) -> fl
     return typical
 
 
+def _check_line(folder: Path, files: list[Path], points: np.ndarray) -> None:
+    """The slices' ImagePositionPatient must step along one straight line, evenly (the step may leave the slice
+    normal: a gantry tilt); positions that wander sideways cannot be one affine volume."""
+    step = (points[-1] - points[0]) / (len(points) - 1)
+    expected = points[0] + np.arange(len(points))[:, None] * step
+    off = np.linalg.norm(points - expected, axis=1)
+    i = int(np.argmax(off))
+    if off[i] > _GAP_RTOL * np.linalg.norm(step) + _GAP_ATOL:
+        raise InputError(f"DICOM series in '{folder}': the slices' ImagePositionPatient do not step along one line "
+                         f"('{files[i].name}' lies {off[i]:.3f} mm off it); the series is not one regular volume. "
+                         "Convert it with dcm2niix first.")
+
+
 def _check_pixels(files: list[Path]) -> None:
     for path in files:
         try:
@@ -239,7 +284,7 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
         InputError: no DICOM images; a file in the folder that is not DICOM, or truncated or damaged (header or
             pixels); several series and no (or an unknown) ``series_uid``; a single slice; a PixelSpacing,
             ImagePositionPatient, ImageOrientationPatient or SliceThickness that is not 2, 3, 6 or 1 finite
-            numbers; mixed orientations or sizes; uneven slice spacing (missing slices); several volumes in one
+            numbers; mixed orientations, pixel spacings or sizes; positions off one line; uneven slice spacing (missing slices); several volumes in one
             series.
     """
     folder = Path(folder)
@@ -260,10 +305,12 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
         hint = ("a multi-frame (enhanced) DICOM file, which is not supported: convert it with dcm2niix"
                 if n_frames > 1 else "a single 2D slice: use `anomalyclip-med predict` for 2D images")
         raise InputError(f"DICOM series {uid} in '{folder}' is {hint}.")
-    positions, order = _positions(folder, members)
+    positions, order, geometry = _positions(folder, members)
     files = [members[i][0] for i in order]
     _check_pixels(files)  # first: a damaged file is named, not blamed as a gap between its neighbours
     spacing = _check_spacing(folder, files, positions[order])
+    points = np.array([geometry[i][1] for i in order])
+    _check_line(folder, files, points)
     first = members[0][1]
     return DicomSeries(
         uid=uid,
@@ -272,4 +319,7 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
         body_part=str(getattr(first, "BodyPartExamined", "") or ""),
         description=str(getattr(first, "SeriesDescription", "") or ""),
         slice_spacing=spacing,
+        positions=points,
+        orientation=geometry[0][0],
+        pixel_spacing=geometry[0][2],
     )

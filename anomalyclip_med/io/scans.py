@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -18,16 +19,26 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Transf
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, optional_import
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.dicom import DICOM_SUFFIXES, select_dicom_series
+from anomalyclip_med.io.dicom import DICOM_SUFFIXES, TILT_TOLERANCE, DicomSeries, select_dicom_series
 from anomalyclip_med.io.formats import check_volume_file
 from anomalyclip_med.io.names import IMAGE_SUFFIXES
 from anomalyclip_med.io.names import NIFTI_SUFFIXES, VOLUME_SUFFIXES, case_id_of, safe_case_id, volume_suffix
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume", "as_scan"]
+__all__ = ["VOLUME_SUFFIXES", "NIFTI_GEOMETRY_FIELDS", "volume_suffix", "case_id_of", "safe_case_id", "load_volume",
+           "as_scan"]
 
 logger = logging.getLogger(__name__)
+
+# the NIfTI header fields that place the voxels; a NIfTI input's are kept in its metadata exactly as the file
+# holds them (not as nibabel or MONAI "correct" them) and written unchanged into its outputs
+NIFTI_GEOMETRY_FIELDS = ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                         "qoffset_z", "srow_x", "srow_y", "srow_z", "pixdim")
+# two voxel axes whose direction cosines' dot product exceeds this are not orthogonal (~0.006 degrees off)
+_ORTHOGONAL_TOL = 1e-4
+# the field that holds a format's voxel axes, for the messages
+_AXES_FIELD = {"nrrd": "space directions", "metaimage": "TransformMatrix", "dicom": "ImageOrientationPatient"}
 
 _FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage",
             ".mhd": "metaimage"}
@@ -155,8 +166,82 @@ def _load_file(path: Path, extra: dict) -> MetaTensor:
                          "or a folder holding one DICOM series.")
     check_volume_file(path, suffix)
     extra["source_format"] = _FORMATS[suffix]
-    reader = NibabelReader() if suffix in NIFTI_SUFFIXES else _itk_reader(path)
-    return _read(reader, path)
+    if suffix in NIFTI_SUFFIXES:
+        geometry = _nifti_geometry(path)
+        img = _read(_AsWrittenNibabelReader(), path)
+        img.meta.update(geometry)
+        return img
+    img = _read(_itk_reader(path), path)
+    _check_orthogonal(path, img, _AXES_FIELD[extra["source_format"]])
+    return img
+
+
+class _AsWrittenNibabelReader(NibabelReader):
+    """MONAI's NibabelReader without its header "correction" (``correct_nifti_header_if_necessary``), which
+    replaces an sform whose column norms disagree with pixdim by the qform (a sheared sform loses its shear) or
+    sets pixdim from the affine: the affine is the one nibabel reads from the header as written."""
+
+    def read(self, data, **kwargs):
+        kwargs_ = {**self.kwargs, **kwargs}
+        self.filenames = (data,) if isinstance(data, (str, os.PathLike)) else tuple(data)
+        images = [nib.load(name, **kwargs_) for name in self.filenames]
+        return images if len(images) > 1 else images[0]
+
+
+def _nifti_geometry(path: Path) -> dict[str, np.ndarray]:
+    """
+    The geometry fields of a NIfTI header as the file holds them (:data:`NIFTI_GEOMETRY_FIELDS`), after checking
+    that the transform in force (the sform when ``sform_code`` > 0, the qform when ``qform_code`` > 0, else
+    pixdim) holds finite numbers and spans a volume.
+
+    Raises:
+        InputError: naming the file and the field that holds a NaN/Inf, or a singular sform/qform.
+    """
+    image = nib.load(path)  # the header only: the voxels stay on disk
+    with nib.openers.ImageOpener(path) as f:
+        header = type(image.header).from_fileobj(f, check=False)  # no "fixes" (nibabel makes pixdim positive)
+    fields = {key: np.array(header[key], dtype=np.float64) for key in NIFTI_GEOMETRY_FIELDS}
+    codes = {key: int(fields[key]) for key in ("sform_code", "qform_code")}
+
+    def refuse(field: str, why: str, fix: str) -> InputError:
+        value = fields[field] if field != "pixdim" else fields["pixdim"][:4]
+        shown = np.array2string(np.atleast_1d(value), separator=", ", precision=6)
+        return InputError(f"NIfTI file '{path}' has {field} = {shown} {why}; where its voxels lie cannot be known. "
+                          f"{fix}")
+
+    if codes["sform_code"] > 0:
+        for key in ("srow_x", "srow_y", "srow_z"):
+            if not np.all(np.isfinite(fields[key])):
+                raise refuse(key, f"(non-finite) while sform_code = {codes['sform_code']}",
+                             "Fix the sform, or set sform_code to 0 to place the scan by its qform.")
+        if abs(np.linalg.det(np.stack([fields[k][:3] for k in ("srow_x", "srow_y", "srow_z")]))) < 1e-12:
+            raise refuse("srow_x", "(the sform srow_x/y/z is singular: it maps the voxels onto a plane or line)",
+                         "Fix the sform.")
+    qform = ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z", "pixdim")
+    # the qform places the voxels for readers that prefer it (ITK); with no transform at all, pixdim alone does
+    for key in qform if codes["qform_code"] > 0 else ("pixdim",) if codes["sform_code"] <= 0 else ():
+        value = fields[key][:4] if key == "pixdim" else fields[key]
+        if not np.all(np.isfinite(value)):
+            raise refuse(key, f"(non-finite) while qform_code = {codes['qform_code']}", "Fix the qform.")
+        if key == "pixdim" and np.any(value[1:4] == 0):
+            raise refuse(key, "(a voxel size of 0)", "Fix pixdim.")
+    if not np.all(np.isfinite(image.affine)):
+        raise refuse("srow_x" if codes["sform_code"] > 0 else "pixdim", "(non-finite)", "Fix the header.")
+    return fields
+
+
+def _check_orthogonal(path: Path, img: MetaTensor, field: str) -> None:
+    """A volume read through ITK must have orthogonal voxel axes: NIfTI's qform, ITK-based viewers (3D Slicer,
+    ITK-SNAP) and the outputs cannot place a sheared grid where the input's reader does."""
+    axes = np.asarray(img.meta[MetaKeys.ORIGINAL_AFFINE], dtype=np.float64)[:3, :3]
+    unit = axes / np.linalg.norm(axes, axis=0)
+    cosines = np.abs(unit.T @ unit - np.eye(3))
+    if cosines.max() > _ORTHOGONAL_TOL:
+        i, j = np.unravel_index(int(np.argmax(cosines)), cosines.shape)
+        angle = float(np.degrees(np.arccos(np.clip(unit[:, i] @ unit[:, j], -1, 1))))
+        raise InputError(f"'{path}' has non-orthogonal {field}: voxel axes {i} and {j} meet at {angle:.2f} degrees, "
+                         "not 90 (a sheared grid), which NIfTI outputs and ITK-based viewers cannot place exactly. "
+                         "Resample it onto an orthogonal grid first.")
 
 
 def _load_dicom(folder: Path, series_uid: str | None, extra: dict) -> MetaTensor:
@@ -168,7 +253,64 @@ def _load_dicom(folder: Path, series_uid: str | None, extra: dict) -> MetaTensor
                          f"{len(series.files)} slices; convert it with dcm2niix and score the NIfTI.")
     extra.update(source_format="dicom", modality=series.modality, body_part=series.body_part,
                  series_uid=series.uid, dicom_files=[str(f) for f in series.files])
-    return img
+    return _regular_grid(folder, series, img, extra)
+
+
+_RAS = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS, 3x3
+
+
+def _regular_grid(folder: Path, series: DicomSeries, img: MetaTensor, extra: dict) -> MetaTensor:
+    """
+    A DICOM series as ITK read it, on the grid its slices really lie on.
+
+    ITK stacks the slices along the slice normal. With a CT gantry tilt the slices step elsewhere (their
+    ImagePositionPatient steps straight along the table while ImageOrientationPatient is tilted), so that stack
+    misplaces slice k by k times the sideways part of the step. Such a series is resampled, as dcm2niix does, onto
+    the regular grid with the slices' own rows and columns and the slice normal as third axis (same origin, the
+    slice spacing measured along the normal): slice k is shifted in its plane by the drift, with linear
+    interpolation; what the shift brings in from outside the field of view gets the scan's lowest value. The
+    result is recorded in ``meta["resampled"]`` (said in the scores JSON) and ``meta["gantry_tilt_degrees"]``.
+
+    Raises:
+        InputError: ITK's slice order or origin is not the series' (its first or last slice position).
+    """
+    affine = np.asarray(img.meta[MetaKeys.ORIGINAL_AFFINE], dtype=np.float64)
+    first, last = _RAS @ series.positions[0], _RAS @ series.positions[-1]
+    step = _RAS @ series.stack_step
+    if np.allclose(affine[:3, 3], last, atol=1e-2) and not np.allclose(affine[:3, 3], first, atol=1e-2):
+        step = -step  # ITK stacked the series from its last position
+    elif not np.allclose(affine[:3, 3], first, atol=1e-2):
+        raise InputError(f"DICOM series {series.uid} in '{folder}' was read by ITK with origin "
+                         f"{np.round(affine[:3, 3], 3).tolist()}, which is not the position of its first or last "
+                         "slice; convert it with dcm2niix and score the NIfTI.")
+    normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
+    grid = affine.copy()
+    grid[:3, 2] = normal * float(step @ normal)
+    true = affine.copy()
+    true[:3, 2] = step
+    tilt = series.tilt_degrees
+    if np.sin(np.radians(tilt)) <= TILT_TOLERANCE:
+        if not np.allclose(true, affine, atol=1e-3 + 1e-3 * np.abs(affine).max()):
+            raise InputError(f"DICOM series {series.uid} in '{folder}' was read by ITK with a slice step "
+                             f"{np.round(affine[:3, 2], 4).tolist()} where its positions step "
+                             f"{np.round(step, 4).tolist()}; convert it with dcm2niix and score the NIfTI.")
+        return img
+    from scipy import ndimage  # only for tilted series
+
+    to_true = np.linalg.inv(true) @ grid  # a voxel of the regular grid -> where it lies in the tilted stack
+    data = img.as_tensor().numpy()
+    finite = data[np.isfinite(data)]
+    background = float(finite.min()) if finite.size else 0.0
+    resampled = ndimage.affine_transform(data, to_true[:3, :3], offset=to_true[:3, 3], order=1, mode="constant",
+                                         cval=background)
+    note = (f"gantry tilt of {tilt:.2f} degrees: the slices were resampled onto a regular grid (each slice shifted "
+            "in its plane, linear interpolation, as dcm2niix does); the outputs lie on that grid, which 'affine' "
+            "gives, not on the DICOM slices")
+    logger.warning("%s: %s", folder, note)
+    meta = dict(img.meta)
+    meta.update({MetaKeys.AFFINE: torch.as_tensor(grid), MetaKeys.ORIGINAL_AFFINE: grid.copy()})
+    extra.update(resampled=note, gantry_tilt_degrees=round(tilt, 4))
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(resampled, dtype=np.float32)), meta=meta)
 
 
 def _itk_reader(path: Path, **kwargs) -> ITKReader:
