@@ -150,6 +150,7 @@ def scan_report(
         "shape": [int(s) for s in image.shape[1:]],
         "affine": np.asarray(meta["original_affine"], dtype=float).round(6).tolist(),
         "nonfinite_voxels_replaced": int(meta.get("nonfinite_voxels", 0)),
+        "resampled": meta.get("resampled"),  # a gantry-tilted DICOM series: how it was brought onto a regular grid
         "preset": result.preset.to_dict(),
         "slicing": {"axis": g.axis, "plane": g.plane, "n_slices": g.n_slices, "scored_slices": int(result.scored.sum()),
                     "skip_empty": scoring.skip_empty, "foreground_threshold": result.foreground_threshold,

@@ -35,27 +35,65 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 
 def _header_code(meta: Mapping[str, Any], key: str) -> int:
     """The input NIfTI's qform/sform code (so readers pick the same affine as for the input); 1 (scanner) else."""
-    return int(np.asarray(meta[key]).item()) if key in meta else 1
+    return int(np.asarray(meta[key]).reshape(-1)[0]) if key in meta else 1
+
+
+def _input_nifti_geometry(meta: Mapping[str, Any], affine: np.ndarray) -> dict[str, np.ndarray] | None:
+    """
+    The input NIfTI header's geometry fields (:data:`anomalyclip_med.io.scans.NIFTI_GEOMETRY_FIELDS`, as the file
+    holds them) when ``meta`` carries them and they still describe ``affine`` (the scan was not moved in memory
+    since it was read); ``None`` otherwise.
+    """
+    from anomalyclip_med.io.scans import NIFTI_GEOMETRY_FIELDS
+
+    if not all(key in meta for key in NIFTI_GEOMETRY_FIELDS):
+        return None
+    fields = {key: np.asarray(meta[key], dtype=np.float64).reshape(-1) for key in NIFTI_GEOMETRY_FIELDS}
+    check = nib.Nifti1Header()
+    for key, value in fields.items():
+        check[key] = value[:8] if key == "pixdim" else value[: check[key].size] if check[key].ndim else value[0]
+    check["pixdim"][1:4] = np.abs(check["pixdim"][1:4])  # as nibabel reads it
+    with np.errstate(all="ignore"):
+        best = check.get_best_affine()
+    return fields if np.allclose(best, affine, rtol=1e-5, atol=1e-4) else None
 
 
 def write_volume(array: np.ndarray, meta: Mapping[str, Any], path: str | os.PathLike, label: bool = False) -> None:
     """
     Write ``array`` as NIfTI with the geometry of the scan it was computed from.
 
+    A NIfTI input's header geometry is copied field for field, as the input holds it: qform and sform with their
+    codes, the quaternion and offsets, srow_x/y/z and pixdim (voxel sizes and qfac, negative values included), so
+    every reader (nibabel, ITK/3D Slicer, ITK-SNAP), whatever its rule for choosing between qform and sform, places
+    the output where it places the input. Any other input (NRRD, MetaImage, DICOM, a scan in memory) gets its
+    voxel-to-RAS affine as both qform and sform (orthogonal axes: the loader refuses others), code 1 (scanner).
+
     Args:
         array: voxel values in the scan's voxel order (its spatial shape as loaded).
-        meta: the loaded scan's metadata (``original_affine`` voxel-to-RAS; for a NIfTI input also its
-            ``qform_code``/``sform_code``/``xyzt_units``, which are kept).
+        meta: the loaded scan's metadata (``original_affine`` voxel-to-RAS; for a NIfTI input also its header's
+            geometry fields and ``xyzt_units``, which are kept).
         path: output path (``.nii`` or ``.nii.gz``).
         label: write a uint8 labelmap (NIfTI intent "label") rather than a float32 map in [0, 1].
     """
     affine = np.asarray(meta["original_affine"], dtype=np.float64)
     data = np.asarray(array, dtype=np.uint8 if label else np.float32)
-    image = nib.Nifti1Image(data, affine)
-    header = image.header
-    header.set_qform(affine, code=_header_code(meta, "qform_code"))
-    header.set_sform(affine, code=_header_code(meta, "sform_code"))
-    header["xyzt_units"] = int(np.asarray(meta["xyzt_units"]).item()) if "xyzt_units" in meta else 2  # 2 = mm
+    fields = _input_nifti_geometry(meta, affine)
+    if fields is None:
+        image = nib.Nifti1Image(data, affine)
+        header = image.header
+        header.set_qform(affine, code=_header_code(meta, "qform_code"))
+        header.set_sform(affine, code=_header_code(meta, "sform_code"))
+    else:
+        image = nib.Nifti1Image(data, None)  # no affine: nibabel then writes the header fields as set here
+        header = image.header
+        for key, value in fields.items():
+            if key == "pixdim":
+                header["pixdim"][:4] = value[:4]
+            elif header[key].ndim:
+                header[key] = value[: header[key].size]
+            else:
+                header[key] = value[0]
+    header["xyzt_units"] = int(np.asarray(meta["xyzt_units"]).reshape(-1)[0]) if "xyzt_units" in meta else 2  # mm
     if label:
         header.set_intent("label")
         header["descrip"] = b"AnomalyCLIP anomaly labelmap (1 = anomalous)"
