@@ -16,7 +16,7 @@ from pydicom.multival import MultiValue
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.formats import describe_content
 
-__all__ = ["DICOM_SUFFIXES", "DicomSeries", "find_dicom_series", "select_dicom_series", "has_dicom_files"]
+__all__ = ["DICOM_SUFFIXES", "TILT_TOLERANCE", "DicomSeries", "tilt_degrees", "find_dicom_series", "select_dicom_series", "has_dicom_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,15 @@ class DicomSeries:
     def tilt_degrees(self) -> float:
         """The angle between the slice normal and the direction the slices step in (a CT gantry tilt); 0 for a
         regular stack."""
-        step = self.stack_step
-        normal = np.cross(self.orientation[:3], self.orientation[3:])
-        return float(np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step), 0.0, 1.0))))
+        return tilt_degrees(self.orientation, self.positions)
+
+
+def tilt_degrees(orientation: np.ndarray, positions: np.ndarray) -> float:
+    """The angle between the slice normal of ``orientation`` (ImageOrientationPatient) and the line through the
+    first and last of ``positions`` (ImagePositionPatient, sorted along the normal): a CT gantry tilt."""
+    step = positions[-1] - positions[0]
+    normal = np.cross(orientation[:3], orientation[3:])
+    return float(np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step), 0.0, 1.0))))
 
 
 # a stack whose step leaves the slice normal by less than this (radians, ~0.006 degrees) is regular: real

@@ -169,7 +169,7 @@ def dicom_seg_problem(source: str | os.PathLike, series_uid: str | None = None) 
     must be a DICOM series folder whose files carry what a SEG references (:data:`_SEG_SOURCE_ATTRIBUTES`),
     and highdicom must be installed. Only headers are read.
     """
-    from anomalyclip_med.io.dicom import find_dicom_series
+    from anomalyclip_med.io.dicom import TILT_TOLERANCE, find_dicom_series, tilt_degrees
 
     path = Path(source)
     if not path.is_dir():
@@ -186,6 +186,16 @@ def dicom_seg_problem(source: str | os.PathLike, series_uid: str | None = None) 
         if missing:
             return (f"DICOM file '{file}' has no {', '.join(missing)}, which a DICOM SEG must reference; score it "
                     "without --dicom-seg.")
+    try:
+        orientation = np.asarray([float(v) for v in members[0][1].ImageOrientationPatient])
+        points = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in members])
+        points = points[np.argsort(points @ np.cross(orientation[:3], orientation[3:]))]
+        tilt = tilt_degrees(orientation, points)
+    except (ValueError, TypeError, IndexError):
+        return None  # the loader names the bad value for this case
+    if np.sin(np.radians(tilt)) > TILT_TOLERANCE:
+        return (f"DICOM series in '{path}' has a gantry tilt of {tilt:.2f} degrees: it is scored on a resampled "
+                "regular grid, and a DICOM SEG must lie on the series' own slices; score it without --dicom-seg.")
     return None
 
 
