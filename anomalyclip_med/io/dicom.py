@@ -16,7 +16,7 @@ from pydicom.multival import MultiValue
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.formats import describe_content
 
-__all__ = ["DICOM_SUFFIXES", "TILT_TOLERANCE", "DicomSeries", "tilt_degrees", "find_dicom_series", "select_dicom_series", "has_dicom_files"]
+__all__ = ["DICOM_SUFFIXES", "DicomSeries", "find_dicom_series", "select_dicom_series", "has_dicom_files"]
 
 logger = logging.getLogger(__name__)
 

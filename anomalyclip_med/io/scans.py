@@ -26,8 +26,7 @@ from anomalyclip_med.io.names import NIFTI_SUFFIXES, VOLUME_SUFFIXES, case_id_of
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = ["VOLUME_SUFFIXES", "NIFTI_GEOMETRY_FIELDS", "volume_suffix", "case_id_of", "safe_case_id", "load_volume",
-           "as_scan"]
+__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume", "as_scan"]
 
 logger = logging.getLogger(__name__)
 
