@@ -271,29 +271,25 @@ def _regular_grid(folder: Path, series: DicomSeries, img: MetaTensor, extra: dic
     result is recorded in ``meta["resampled"]`` (said in the scores JSON) and ``meta["gantry_tilt_degrees"]``.
 
     Raises:
-        InputError: ITK's slice order or origin is not the series' (its first or last slice position).
+        InputError: for a tilted series, ITK's origin is not the series' first or last slice position.
     """
+    tilt = series.tilt_degrees
+    if np.sin(np.radians(tilt)) <= TILT_TOLERANCE:
+        return img  # a regular stack: ITK's grid is the series' own
     affine = np.asarray(img.meta[MetaKeys.ORIGINAL_AFFINE], dtype=np.float64)
     first, last = _RAS @ series.positions[0], _RAS @ series.positions[-1]
     step = _RAS @ series.stack_step
     if np.allclose(affine[:3, 3], last, atol=1e-2) and not np.allclose(affine[:3, 3], first, atol=1e-2):
         step = -step  # ITK stacked the series from its last position
     elif not np.allclose(affine[:3, 3], first, atol=1e-2):
-        raise InputError(f"DICOM series {series.uid} in '{folder}' was read by ITK with origin "
-                         f"{np.round(affine[:3, 3], 3).tolist()}, which is not the position of its first or last "
-                         "slice; convert it with dcm2niix and score the NIfTI.")
+        raise InputError(f"DICOM series {series.uid} in '{folder}' has a gantry tilt of {tilt:.2f} degrees and ITK "
+                         f"read it with origin {np.round(affine[:3, 3], 3).tolist()}, which is not the position of "
+                         "its first or last slice, so it cannot be resampled; convert it with dcm2niix.")
     normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
     grid = affine.copy()
     grid[:3, 2] = normal * float(step @ normal)
     true = affine.copy()
     true[:3, 2] = step
-    tilt = series.tilt_degrees
-    if np.sin(np.radians(tilt)) <= TILT_TOLERANCE:
-        if not np.allclose(true, affine, atol=1e-3 + 1e-3 * np.abs(affine).max()):
-            raise InputError(f"DICOM series {series.uid} in '{folder}' was read by ITK with a slice step "
-                             f"{np.round(affine[:3, 2], 4).tolist()} where its positions step "
-                             f"{np.round(step, 4).tolist()}; convert it with dcm2niix and score the NIfTI.")
-        return img
     from scipy import ndimage  # only for tilted series
 
     to_true = np.linalg.inv(true) @ grid  # a voxel of the regular grid -> where it lies in the tilted stack

@@ -216,3 +216,15 @@ def test_a_real_nifti_map_keeps_its_header_geometry(tmp_path):
     for key in raw_in:
         np.testing.assert_array_equal(raw_out[key], raw_in[key], err_msg=key)
     assert _same_placement(sitk_placement(source), sitk_placement(tmp_path / "map.nii.gz"))
+
+
+def test_a_tilted_series_cannot_carry_a_dicom_seg(tmp_path):
+    """Its outputs lie on the resampled grid, not on the series' slices: ``--dicom-seg`` is refused up front."""
+    from anomalyclip_med.io.writers import dicom_seg_problem, has_highdicom
+
+    if not has_highdicom:
+        pytest.skip("highdicom is not installed")
+    write_dicom_series(good_volume(6), TILTED, tmp_path / "tilted")
+    assert "gantry tilt of 15.00 degrees" in (dicom_seg_problem(tmp_path / "tilted") or "")
+    write_dicom_series(good_volume(6), AFFINE, tmp_path / "regular")
+    assert dicom_seg_problem(tmp_path / "regular") is None
