@@ -204,7 +204,7 @@ def _nifti_geometry(path: Path) -> dict[str, np.ndarray]:
 
     def refuse(field: str, why: str, fix: str) -> InputError:
         value = fields[field] if field != "pixdim" else fields["pixdim"][:4]
-        shown = np.array2string(np.atleast_1d(value), separator=", ", precision=6)
+        shown = [round(float(v), 6) for v in np.atleast_1d(value)]
         return InputError(f"NIfTI file '{path}' has {field} = {shown} {why}; where its voxels lie cannot be known. "
                           f"{fix}")
 
