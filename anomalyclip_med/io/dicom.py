@@ -290,8 +290,8 @@ def select_dicom_series(folder: str | os.PathLike, series_uid: str | None = None
         InputError: no DICOM images; a file in the folder that is not DICOM, or truncated or damaged (header or
             pixels); several series and no (or an unknown) ``series_uid``; a single slice; a PixelSpacing,
             ImagePositionPatient, ImageOrientationPatient or SliceThickness that is not 2, 3, 6 or 1 finite
-            numbers; mixed orientations, pixel spacings or sizes; positions off one line; uneven slice spacing (missing slices); several volumes in one
-            series.
+            numbers; mixed orientations, pixel spacings or sizes; positions off one line; uneven slice spacing
+            (missing slices); several volumes in one series.
     """
     folder = Path(folder)
     series = find_dicom_series(folder)
