@@ -238,7 +238,8 @@ class SliceForeground(Transform):
     would count as body.) The histogram is robust: values farther than 3 times the 1st..99th percentile spread
     outside that range are left out of it, so a few extreme voxels (a hot pixel, a stray 1e6 in the background)
     can neither stretch it until air and body share one bin nor form a cluster of their own, while every value a
-    real scan holds (air, tissue, bone, metal in HU) stays in; the threshold of such a scan is unchanged. Run it on the scan's raw intensities, before an intensity preset.
+    real scan holds (air, tissue, bone, metal in HU) stays in; the threshold of such a scan is unchanged. Run it
+    on the scan's raw intensities, before an intensity preset.
     A constant scan (e.g. all zero) has no foreground.
 
     Args:
