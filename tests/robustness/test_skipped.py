@@ -190,3 +190,12 @@ def test_a_mask_with_nan_fails_its_case_naming_the_file(mask_run):
     assert row["status"] == "failed" and row["lesion_voxels"] == ""
     assert row["error"].startswith(f"Mask '{root / 'nan_background_mask.nii.gz'}' holds ")
     assert "NaN/Inf voxel(s)" in row["error"]
+
+
+def test_the_walk_knows_every_output_name_the_package_writes():
+    from anomalyclip_med.inference.scan import DICOM_SEG_SUFFIX, OUTPUT_SUFFIXES
+    from anomalyclip_med.io.names import TOOL_OUTPUT_ENDINGS
+    from anomalyclip_med.runs.images import IMAGE_OUTPUTS
+
+    written = {*OUTPUT_SUFFIXES.values(), DICOM_SEG_SUFFIX, *(n.replace("{case}", "") for n in IMAGE_OUTPUTS.values())}
+    assert written == set(TOOL_OUTPUT_ENDINGS)
