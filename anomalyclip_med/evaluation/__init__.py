@@ -19,6 +19,6 @@ __all__, __getattr__ = lazy_exports(
         "options": ("MANIFEST", "COHORT_RESUME", "BenchmarkOptions", "CohortOptions"),
         "protocols": ("METRIC_SETS", "default_metric_set", "dataset_note"),
         "tables": ("METRIC_COLUMNS", "finite_or_none", "table_rows", "write_metric_tables"),
-        "volumes": ("read_volume", "on_grid", "volume_array"),
+        "volumes": ("read_volume", "read_mask_volume", "on_grid", "volume_array"),
     },
 )

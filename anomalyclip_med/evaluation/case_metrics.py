@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from anomalyclip_med.evaluation.curves import curve_points
-from anomalyclip_med.evaluation.volumes import on_grid, read_volume, volume_array
+from anomalyclip_med.evaluation.volumes import on_grid, read_mask_volume, read_volume, volume_array
 from anomalyclip_med.metrics import iou, volume_auroc, volume_dice
 
 __all__ = ["scan_voxel_metrics"]
@@ -21,7 +21,8 @@ def scan_voxel_metrics(
 
     Map and mask are read by the package's one volume reader (whole or an error) and the mask is resampled
     (nearest neighbour) onto the map's grid when their geometry differs, so a mask in another orientation or
-    resolution still lines up; voxels > 0 are lesion. A mask that does not cover the whole scan is an error.
+    resolution still lines up; the mask is made binary first (:func:`read_mask_volume`: non-zero labels of a label
+    map, > 0.5 of a float mask). A mask with NaN voxels, or not covering the whole scan, is an error.
 
     Args:
         map_path: the anomaly map volume written by the scan scoring (values in [0, 1]).
@@ -35,7 +36,8 @@ def scan_voxel_metrics(
         ``key_slice`` are filled.
 
     Raises:
-        InputError: unreadable, damaged or truncated map or mask, or a mask not covering the scan's grid.
+        InputError: unreadable, damaged or truncated map or mask, a mask with NaN/Inf voxels, or a mask not
+            covering the scan's grid.
     """
     amap_image = read_volume(map_path)
     amap = volume_array(amap_image).astype(np.float32)
@@ -44,7 +46,7 @@ def scan_voxel_metrics(
            "key_slice": int(np.unravel_index(np.argmax(amap), amap.shape)[0])}
     if mask_path is None:
         return out
-    mask = volume_array(on_grid(read_volume(mask_path), amap_image, nearest=True, name=f"Mask '{mask_path}'")) > 0
+    mask = volume_array(on_grid(read_mask_volume(mask_path), amap_image, nearest=True, name=f"Mask '{mask_path}'")) > 0
     lesion = int(mask.sum())
     out.update(lesion_voxels=lesion, voxel_auroc=volume_auroc(mask, amap), dice=volume_dice(mask, amap, threshold),
                iou=iou(mask, amap, threshold))

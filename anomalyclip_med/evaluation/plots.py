@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from anomalyclip_med.evaluation.volumes import on_grid, read_volume, volume_array  # noqa: E402
+from anomalyclip_med.evaluation.volumes import on_grid, read_mask_volume, read_volume, volume_array  # noqa: E402
 from anomalyclip_med.utils.atomic import atomic_path  # noqa: E402
 
 __all__ = ["plot_roc", "plot_pr", "plot_score_histogram", "plot_montage"]
@@ -122,7 +122,7 @@ def plot_montage(records: list[dict], out_dir: str | os.PathLike, path: str | os
         ax.imshow(scan, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
         ax.imshow(amap, cmap="jet", alpha=0.35, vmin=0, vmax=1)
         if r.get("mask"):
-            mask_image = on_grid(read_volume(r["mask"]), amap_image, nearest=True, name=f"Mask '{r['mask']}'")
+            mask_image = on_grid(read_mask_volume(r["mask"]), amap_image, nearest=True, name=f"Mask '{r['mask']}'")
             mask = volume_array(mask_image)[z] > 0
             if mask.any():
                 ax.contour(mask, levels=[0.5], colors="lime", linewidths=1)

@@ -10,11 +10,13 @@ import os
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.masks import binarize_volume_mask
 from anomalyclip_med.io.scans import load_volume
 
-__all__ = ["read_volume", "on_grid", "volume_array"]
+__all__ = ["read_volume", "read_mask_volume", "on_grid", "volume_array"]
 
 _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS: MONAI affines are RAS, ITK geometry is LPS
 # a reference voxel centre counts as inside a grid up to this many voxels beyond its outer faces (rounding)
@@ -30,7 +32,25 @@ def read_volume(path: str | os.PathLike) -> sitk.Image:
     Raises:
         InputError: missing, damaged or unreadable input, naming the path.
     """
+    return _as_sitk(load_volume(path), path)
+
+
+def read_mask_volume(path: str | os.PathLike) -> sitk.Image:
+    """
+    Read a lesion mask as :func:`read_volume` does, made binary by
+    :func:`anomalyclip_med.io.masks.binarize_volume_mask` (a label map: non-zero labels; a float mask: > 0.5): a
+    float32 image of 0 and 1.
+
+    Raises:
+        InputError: as :func:`read_volume`, and a mask holding NaN or Inf voxels.
+    """
     img = load_volume(path)
+    lesion = binarize_volume_mask(img.numpy(), int(img.meta.get("nonfinite_voxels", 0)), f"'{path}'")
+    img.as_tensor().copy_(torch.from_numpy(lesion))
+    return _as_sitk(img, path)
+
+
+def _as_sitk(img, path: str | os.PathLike) -> sitk.Image:
     affine = np.asarray(img.meta["affine"], dtype=float)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if not (np.all(np.isfinite(affine)) and np.all(spacing > 0)):

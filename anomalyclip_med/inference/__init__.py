@@ -17,8 +17,8 @@ __all__, __getattr__ = lazy_exports(
         "inferer": ("VolumeAnomalyInferer",),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "PreparedScan", "ScoredScan", "aggregate_scores", "case_id_of",
-            "scan_layout", "expected_outputs", "plan_scan", "resume_record", "scan_report", "prepare_scan", "compute_scan",
-            "write_scan"
+            "scan_layout", "expected_outputs", "plan_scan", "resume_record", "scan_problem", "scan_report",
+            "prepare_scan", "compute_scan", "write_scan"
         ),
         "slices": (
             "SlicePlan", "SliceScores", "plan_slices", "score_planned", "score_slices", "smooth_along_axis", "to_device"

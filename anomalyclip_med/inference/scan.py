@@ -47,6 +47,7 @@ __all__ = [
     "expected_outputs",
     "plan_scan",
     "resume_record",
+    "scan_problem",
     "scan_report",
     "prepare_scan",
     "compute_scan",
@@ -128,6 +129,20 @@ def _write_montage(
                   threshold=threshold)
 
 
+def scan_problem(image, result: SliceScores, scoring: ScoringOptions) -> str | None:
+    """Why a scored scan holds nothing the network could look at (``None`` for a scan with a body): no finite
+    voxel, one intensity only, or no slice with enough voxels above the foreground threshold. Such a scan's map is
+    empty and its score 0, which must not read as a normal scan."""
+    if int(image.meta.get("nonfinite_voxels", 0)) >= int(np.prod(image.shape[1:])):
+        return "it holds no finite voxel (every voxel is NaN or Inf): nothing was scored"
+    if (scoring.skip_empty or scoring.body_mask) and result.foreground_threshold is None:
+        return "it holds one intensity only, so nothing is above the foreground threshold: nothing was scored"
+    if not result.scored.any():
+        return (f"no slice has {scoring.min_foreground:g} of its voxels above the foreground threshold "
+                f"{result.foreground_threshold:g}: nothing was scored")
+    return None
+
+
 def scan_report(
     model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions, decision: Decision,
     labelmap: np.ndarray, outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None,
@@ -160,6 +175,7 @@ def scan_report(
         "slice_scores": [round(float(s), 6) for s in result.slice_scores],
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
+        "scan_problem": scan_problem(image, result, scoring),
         "aggregation": {"method": scoring.aggregation, "topk": scoring.topk},
         "threshold": decision.map_threshold,
         "anomalous_voxels": int(labelmap.sum()),
@@ -241,10 +257,15 @@ def compute_scan(
     desc: str | None = None,
 ) -> ScoredScan:
     """The device side: every planned slice through the network, map post-processing (and, given a ``threshold``,
-    the labelmap) on the model's device, one device-to-host copy of the final volumes, and the scan score."""
+    the labelmap) on the model's device, one device-to-host copy of the final volumes, and the scan score. A scan
+    with nothing to score (:func:`scan_problem`) is logged as a warning."""
     result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth, threshold, progress, desc)
     scan_score = aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
     g = result.geometry
+    problem = scan_problem(image, result, scoring)
+    if problem:
+        logger.warning("%s: not a normal scan: %s (scan score %g means nothing here).", desc or "scan", problem,
+                       scan_score)
     logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", desc or "scan", result.preset.name,
                 result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
     return ScoredScan(result, scan_score)

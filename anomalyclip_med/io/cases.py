@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -22,12 +23,23 @@ from pathlib import Path
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.dicom import has_dicom_files
-from anomalyclip_med.io.names import IMAGE_SUFFIXES, VOLUME_SUFFIXES, image_suffix, safe_case_id, volume_suffix
+from anomalyclip_med.io.names import (
+    IMAGE_SUFFIXES,
+    TOOL_OUTPUT_ENDINGS,
+    VOLUME_SUFFIXES,
+    image_suffix,
+    safe_case_id,
+    volume_suffix,
+)
 
 __all__ = [
-    "CASE_NAMING", "CASE_KINDS", "ScanCase", "OutputLayout", "find_cases", "datalist_cases", "name_cases",
-    "input_fingerprint",
+    "CASE_NAMING", "CASE_KINDS", "ScanCase", "OutputLayout", "FoundCases", "find_cases", "datalist_cases",
+    "name_cases", "input_fingerprint",
 ]
+
+logger = logging.getLogger(__name__)
+# how many skipped files the summary line names before it counts the rest
+_SKIPPED_NAMED = 10
 
 # how batch cases are named: see name_cases
 CASE_NAMING = ("stem", "parent", "relpath")
@@ -151,29 +163,84 @@ def _subdir(source: Path, root: Path | None) -> str:
     return "" if rel == "." else Path(rel).as_posix()
 
 
-def _walk(folder: Path, skip: Path | None, kind: str) -> list[Path]:
+class FoundCases(list):
+    """The cases :func:`find_cases` found (a list of :class:`ScanCase`), and ``skipped``: every file or folder the
+    walk saw but did not take, with why (``(path, reason)``; reason ``""`` for a file that is not a scan or image)."""
+
+    def __init__(self, cases: Sequence[ScanCase], skipped: Sequence[tuple[Path, str]] = ()) -> None:
+        super().__init__(cases)
+        self.skipped = list(skipped)
+
+
+def _extra_pages(path: Path) -> int:
+    """How many pages of a multi-page TIFF beyond the first, which is the image read (0 for other files, and for
+    files the image reader will refuse by name)."""
+    if image_suffix(path) not in (".tif", ".tiff"):
+        return 0
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1)) - 1
+    except Exception:  # noqa: BLE001 - a damaged file is named by the reader when its case runs
+        return 0
+
+
+def _dicom_subfolders(folder: Path) -> list[tuple[Path, str]]:
+    """The sub-folders of a DICOM series folder, which are not read: the series is the folder's own files."""
+    return [(p, f"a folder inside DICOM series folder '{folder.name}'") for p in sorted(folder.iterdir())
+            if p.is_dir() and not p.name.startswith(".")]
+
+
+def _walk(folder: Path, skip: Path | None, kind: str, skipped: list[tuple[Path, str]]) -> list[Path]:
     """The cases below ``folder`` (sorted; hidden entries and ``skip`` left out): volume files and DICOM series
-    folders (``kind="scans"``), or image files (``kind="images"``)."""
+    folders (``kind="scans"``), or image files (``kind="images"``). Every other entry is added to ``skipped`` with
+    why: files of other kinds, the package's own outputs, non-regular files (a FIFO would block the reader), the
+    sub-folders of a DICOM series folder, the pages of a multi-page TIFF beyond its first."""
     found = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
             continue
         if entry.is_dir():
-            found.extend([entry] if kind == "scans" and has_dicom_files(entry) else _walk(entry, skip, kind))
-        elif entry.is_file() and (volume_suffix(entry) if kind == "scans" else image_suffix(entry)):
+            if kind == "scans" and has_dicom_files(entry):
+                found.append(entry)
+                skipped.extend(_dicom_subfolders(entry))
+            else:
+                found.extend(_walk(entry, skip, kind, skipped))
+        elif not (volume_suffix(entry) if kind == "scans" else image_suffix(entry)):
+            skipped.append((entry, ""))
+        elif entry.name.lower().endswith(TOOL_OUTPUT_ENDINGS):
+            skipped.append((entry, "an output of anomalyclip-med"))
+        elif not entry.is_file():  # a FIFO, socket or device (reading it would block the run) or a broken link
+            skipped.append((entry, "not a regular file"))
+        else:
             found.append(entry)
+            pages = _extra_pages(entry) if kind == "images" else 0
+            if pages:
+                skipped.append((entry, f"its {pages} page(s) after the first"))
     return found
+
+
+def _report_skipped(skipped: list[tuple[Path, str]], kind: str) -> None:
+    """One warning line naming what the walk left out (the first few by name, then a count)."""
+    if not skipped:
+        return
+    shown = [f"{p}" + (f" ({why})" if why else "") for p, why in skipped[:_SKIPPED_NAMED]]
+    more = f", ... and {len(skipped) - _SKIPPED_NAMED} more" if len(skipped) > _SKIPPED_NAMED else ""
+    logger.warning("skipped %d file(s): %s%s (not %s)", len(skipped), ", ".join(shown), more, kind)
 
 
 def find_cases(
     inputs: Sequence[str | os.PathLike], naming: str = "stem", out_dir: str | os.PathLike | None = None,
     kind: str = "scans",
-) -> list[ScanCase]:
+) -> FoundCases:
     """
     The cases of command-line inputs: a file (a volume or an image) or a DICOM series folder is one case placed at
     the top of the output folder; any other folder is walked (nested folders too), each volume file and DICOM
     series folder (``kind="scans"``) or image file (``kind="images"``) below it a case whose outputs mirror its
-    folder below the walked one.
+    folder below the walked one. What a walk leaves out (other files, the package's own outputs, non-regular files,
+    sub-folders of DICOM series folders, TIFF pages after the first) is listed in the result's ``skipped`` and
+    named on one warning line: ``skipped 3 file(s): notes.txt, ... (not scans)``.
 
     Args:
         inputs: files and folders as given.
@@ -187,6 +254,7 @@ def find_cases(
     if kind not in CASE_KINDS:
         raise InputError(f"Unknown case kind {kind!r}; one of {', '.join(CASE_KINDS)}.")
     skip = Path(out_dir).resolve() if out_dir is not None else None
+    skipped: list[tuple[Path, str]] = []
     sources: list[Path] = []
     roots: list[Path | None] = []
     walked: list[Path | None] = []
@@ -194,7 +262,7 @@ def find_cases(
         if not p.exists():
             raise InputError(f"Input '{p}' does not exist.")
         if p.is_dir() and not (kind == "scans" and has_dicom_files(p)):
-            found = _walk(p, skip, kind)
+            found = _walk(p, skip, kind, skipped)
             if not found:
                 what = (f"neither DICOM series nor volume files ({', '.join(VOLUME_SUFFIXES)})" if kind == "scans"
                         else f"no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -206,8 +274,11 @@ def find_cases(
             sources.append(p)
             roots.append(None)
             walked.append(p if p.is_dir() else None)
+            if p.is_dir():
+                skipped.extend(_dicom_subfolders(p))
     names = name_cases(sources, roots, naming)
-    return [ScanCase(n, s, _subdir(s, r), w) for n, s, r, w in zip(names, sources, roots, walked)]
+    _report_skipped(skipped, kind)
+    return FoundCases([ScanCase(n, s, _subdir(s, r), w) for n, s, r, w in zip(names, sources, roots, walked)], skipped)
 
 
 def datalist_cases(

@@ -106,18 +106,20 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
-        if path.suffix.lower() in DICOM_SUFFIXES:
+        ds = _read_bare_header(path)
+        if ds is None and path.suffix.lower() in DICOM_SUFFIXES:
             raise _damaged(path, f"it holds {describe_content(path)}, not a DICOM header") from None
-        # no DICOM suffix and no 'DICM' preamble: a companion file (README, checksums), named but not read
-        logger.warning("%s is not a DICOM file (it holds %s); it is not part of the series", path,
-                       describe_content(path))
-        return None
+        if ds is None:  # no DICOM suffix, preamble or dataset: a companion file (README, checksums), named, not read
+            logger.warning("%s is not a DICOM file (it holds %s); it is not part of the series", path,
+                           describe_content(path))
+            return None
     except Exception as err:  # pydicom raises many types on truncated or garbled headers
         raise _damaged(path, f"{type(err).__name__}: {err}") from None
-    sop_class = getattr(ds.file_meta, "MediaStorageSOPClassUID", None)
+    bare = "TransferSyntaxUID" not in ds.file_meta and "MediaStorageSOPClassUID" not in ds.file_meta
+    sop_class = ds.get("SOPClassUID") if bare else getattr(ds.file_meta, "MediaStorageSOPClassUID", None)
     if sop_class == _DICOMDIR_SOP_CLASS:
         return None
-    if sop_class is None or "TransferSyntaxUID" not in ds.file_meta:
+    if sop_class is None or not (bare or "TransferSyntaxUID" in ds.file_meta):
         raise _damaged(path, "its file meta information (SOP class, transfer syntax) is incomplete")
     if "Image Storage" not in pydicom.uid.UID(sop_class).name:
         logger.info("skipping non-image DICOM object %s (%s)", path, pydicom.uid.UID(sop_class).name)
@@ -126,6 +128,17 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
     if missing:
         raise _damaged(path, f"it is a {pydicom.uid.UID(sop_class).name} file without {', '.join(missing)}")
     return ds
+
+
+def _read_bare_header(path: Path) -> pydicom.Dataset | None:
+    """The header of a DICOM file written without the 128-byte preamble and file meta information (a bare
+    dataset in implicit VR little endian, as older PACS and converters write it, which ITK reads), or ``None`` when
+    the file does not parse as a dataset holding a SOP class and instance."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        return ds if "SOPClassUID" in ds and "SOPInstanceUID" in ds else None
+    except Exception:  # noqa: BLE001 - anything unparseable is not a bare DICOM dataset
+        return None
 
 
 def has_dicom_files(folder: str | os.PathLike) -> bool:
@@ -269,11 +282,34 @@ def _check_line(folder: Path, files: list[Path], points: np.ndarray) -> None:
                          "Convert it with dcm2niix first.")
 
 
+def _check_encapsulated(ds: pydicom.Dataset) -> None:
+    """Check compressed pixel data pydicom has no decoder for (JPEG Lossless without pylibjpeg or GDCM; ITK reads
+    it) without decoding it: every frame is present and, for the JPEG family, a whole JPEG stream from its SOI to
+    its EOI marker (a cut file loses its end)."""
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=n_frames))
+    if len(frames) != n_frames:
+        raise ValueError(f"{len(frames)} of {n_frames} compressed frame(s) present")
+    jpeg = ds.file_meta.TransferSyntaxUID.startswith("1.2.840.10008.1.2.4.")
+    for frame in frames:
+        if jpeg and not (frame[:2] == b"\xff\xd8" and frame.rstrip(b"\0")[-2:] == b"\xff\xd9"):
+            raise ValueError("a compressed frame is not a whole JPEG stream (its start or end marker is missing)")
+
+
 def _check_pixels(files: list[Path]) -> None:
     for path in files:
         try:
-            ds = pydicom.dcmread(path)
-            ds.pixel_array  # noqa: B018 - decoding is the check: truncated or garbled pixel data raises here
+            ds = pydicom.dcmread(path, force=True)  # force: files without the preamble passed _read_header
+            if "TransferSyntaxUID" not in ds.file_meta:  # a bare dataset: the encoding pydicom found it in
+                implicit, little = ds.original_encoding
+                ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                                  pydicom.uid.ExplicitVRLittleEndian if little else
+                                                  pydicom.uid.ExplicitVRBigEndian)
+            syntax = ds.file_meta.TransferSyntaxUID
+            if syntax.is_compressed and not pydicom.pixels.get_decoder(syntax).is_available:
+                _check_encapsulated(ds)
+            else:
+                ds.pixel_array  # noqa: B018 - decoding is the check: truncated or garbled pixel data raises here
         except Exception as err:
             raise _damaged(path, f"its pixel data cannot be decoded ({type(err).__name__}: {err})") from None
 

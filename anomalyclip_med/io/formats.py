@@ -256,10 +256,13 @@ def check_volume_file(path: str | os.PathLike, suffix: str) -> DeclaredVolume | 
         or encodings checked only by the reader (NRRD text/bzip2).
 
     Raises:
-        InputError: naming the file and the format found, for an empty file, another format under a volume
-            suffix, a garbled header, or fewer bytes (decompressed, for compressed data) than the header declares.
+        InputError: naming the file and the format found, for a non-regular file (a FIFO), an empty file,
+            another format under a volume suffix, a garbled header, or fewer bytes (decompressed, for compressed
+            data) than the header declares.
     """
     path = Path(path)
+    if not path.is_file():  # a FIFO or device named like a scan: opening it would block the run
+        raise InputError(f"'{path}' is not a regular file (a FIFO, socket or device), not a {suffix} scan.")
     file_size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(_SNIFF)

@@ -58,8 +58,9 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.I
         InputError: naming the file (``what`` says which kind), for a missing, unreadable or absurdly large image.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what.capitalize()} '{path}' does not exist.")
+    if not path.is_file():  # never opened: a FIFO named like an image would block the run
+        why = "is not a regular file (a FIFO, socket or device)" if path.exists() else "does not exist"
+        raise InputError(f"{what.capitalize()} '{path}' {why}.")
     try:
         with Image.open(path) as im:
             width, height = im.size

@@ -1,5 +1,6 @@
 """
-Reading 2D anomaly masks into boolean arrays, whatever their encoding.
+Reading 2D anomaly masks into boolean arrays, whatever their encoding, and the rule that makes a lesion mask volume
+binary (:func:`binarize_volume_mask`).
 
 Published anomaly datasets store masks in several ways, all handled here: two-valued files (0/255, 0/1, or
 any other single foreground value: MVTec AD, MPDD, BTAD, ISIC, TN3K), small integer label maps where each
@@ -18,7 +19,10 @@ import numpy as np
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.images import open_image
 
-__all__ = ["MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "read_mask", "image_size_of"]
+__all__ = [
+    "MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "binarize_volume_mask", "read_mask",
+    "image_size_of",
+]
 
 # Label maps (VisA's raw masks: defect ids 1..9) use a few small ids; such a map is read as "non-zero = anomalous".
 MAX_LABEL_ID = 32
@@ -73,6 +77,30 @@ def binarize_mask(values: np.ndarray, source: str = "mask") -> np.ndarray:
         f"ones (small integer label maps and JPEG masks with noisy edges are accepted too); check that this "
         f"file is a mask and not an image or a probability map."
     )
+
+
+def binarize_volume_mask(values: np.ndarray, nonfinite: int = 0, source: str = "mask") -> np.ndarray:
+    """
+    Turn a lesion mask volume into a boolean lesion mask by an explicit rule: a label map (every value a whole
+    number: 0/1, 0/255, BraTS' labels 1, 2, 4) is lesion wherever its label is non-zero; a float mask (any value
+    with a fraction: a probability map, a resampled mask, a background of 1e-3) is lesion where it is > 0.5.
+
+    Args:
+        values: the mask's voxels (any shape), non-finite values already replaced.
+        nonfinite: how many voxels were NaN or Inf in the file (``meta["nonfinite_voxels"]`` of
+            :func:`anomalyclip_med.io.scans.load_volume`).
+        source: the mask's name for the error message.
+
+    Raises:
+        InputError: the mask held NaN or Inf voxels, which are neither lesion nor normal.
+    """
+    if nonfinite:
+        raise InputError(f"Mask {source} holds {nonfinite} NaN/Inf voxel(s), which are neither lesion nor normal: "
+                         "a mask must be finite, 0 for normal voxels and a label (or 1) for lesion.")
+    a = np.asarray(values)
+    if np.all(a == np.floor(a)):
+        return a != 0
+    return a > 0.5
 
 
 def image_size_of(path: str | os.PathLike) -> tuple[int, int]:

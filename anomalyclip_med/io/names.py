@@ -11,12 +11,17 @@ import unicodedata
 from pathlib import Path
 
 __all__ = [
-    "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "IMAGE_SUFFIXES", "volume_suffix", "image_suffix", "case_id_of", "safe_case_id"
+    "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "IMAGE_SUFFIXES", "TOOL_OUTPUT_ENDINGS", "volume_suffix", "image_suffix",
+    "case_id_of", "safe_case_id",
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # 2D images (predict)
+# how the files this package writes per case end (inference.scan.OUTPUT_SUFFIXES, DICOM_SEG_SUFFIX and
+# runs.images.IMAGE_OUTPUTS): a walked folder never offers them as inputs
+TOOL_OUTPUT_ENDINGS = ("_anomaly_map.nii.gz", "_anomaly_seg.nii.gz", "_anomaly_seg.dcm", "_scores.json",
+                       "_overlay.png", "_anomaly_map.npy")
 
 
 def volume_suffix(path: str | os.PathLike) -> str | None:

@@ -39,6 +39,9 @@ _OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
 # the top of axial slices, superior at the top of coronal and sagittal ones, anterior on the left of sagittal ones.
 _DISPLAY = {"axial": ("P", "L"), "coronal": ("I", "L"), "sagittal": ("I", "P")}
 _SAMPLE_VOXELS = 2_000_000
+# the foreground threshold's histogram holds the values within the 1st..99th percentile range widened by this many
+# times its width on each side: a whole scan (air, tissue, bone, metal) fits, a few stray extreme voxels are left out
+_ROBUST_PERCENTILES, _ROBUST_REACH = (1.0, 99.0), 3.0
 
 
 def _affine_of(img: NdarrayOrTensor) -> np.ndarray:
@@ -232,8 +235,12 @@ class SliceForeground(Transform):
     scan's ISODATA threshold: the intensity halfway between the mean of the voxels below and the mean of those
     above it, i.e. between air and tissue, computed on the whole scan so it suits CT in HU and MRI alike. (Otsu's
     threshold lands at the edge of the air peak when air and tissue are fully separated, so noise in the air
-    would count as body.) Run it on the scan's raw intensities, before an intensity preset. A constant scan
-    (e.g. all zero) has no foreground.
+    would count as body.) The histogram is robust: values farther than 3 times the 1st..99th percentile spread
+    outside that range are left out of it, so a few extreme voxels (a hot pixel, a stray 1e6 in the background)
+    can neither stretch it until air and body share one bin nor form a cluster of their own, while every value a
+    real scan holds (air, tissue, bone, metal in HU) stays in; the threshold of such a scan is unchanged. Run it
+    on the scan's raw intensities, before an intensity preset.
+    A constant scan (e.g. all zero) has no foreground.
 
     Args:
         axis: slicing axis, see :func:`resolve_axis` (default: axial).
@@ -256,9 +263,15 @@ class SliceForeground(Transform):
             return float(self.threshold)
         values = torch.as_tensor(img).detach().reshape(-1)
         values = values[:: max(1, values.numel() // _SAMPLE_VOXELS)].float().cpu().numpy()
+        values = values[np.isfinite(values)]
         if values.size == 0 or values.min() == values.max():
             return None
-        return float(threshold_isodata(values))
+        lo, hi = np.percentile(values, _ROBUST_PERCENTILES)
+        reach = _ROBUST_REACH * (hi - lo)
+        kept = values[(values >= lo - reach) & (values <= hi + reach)]
+        if kept.min() == kept.max():  # all but a stray few voxels equal: that value is the background
+            return float(kept.min())
+        return float(threshold_isodata(kept))
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         index, _ = resolve_axis(_affine_of(img), self.axis)
