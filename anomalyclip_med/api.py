@@ -114,9 +114,9 @@ def score_scan(
     from anomalyclip_med.runs.engine import Status
     from anomalyclip_med.runs.scans import ScanJob
 
-    source = Path(source)
-    if not source.exists():
+    if not os.path.exists(source):
         raise InputError(f"Scan '{source}' does not exist.")
+    source = Path(os.path.abspath(source))
     scoring, output = scoring or ScoringOptions(), output or OutputOptions()
     calibration = calibration or CalibrationOptions()
     calibration.check("scans", scoring)
@@ -224,7 +224,7 @@ def _calibration_cases(inputs: list[str | os.PathLike], options: CalibrateOption
     from anomalyclip_med.io.cases import ScanCase, find_cases, name_cases
     from anomalyclip_med.io.names import image_suffix
 
-    paths = [Path(p) for p in inputs]
+    paths = [Path(os.path.abspath(p)) for p in inputs]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise InputError(f"Input '{missing[0]}' does not exist.")
