@@ -106,20 +106,20 @@ def locate(entry: NamedWeights, weights_dir: str | os.PathLike | None = None) ->
     return None
 
 
-DIGESTS_FILE = "digests.json"
 
 
 def known_digest(path: str | os.PathLike, hash_type: str = "sha256") -> str:
     """
-    The digest of a weights file, hashed once per content: remembered in ``digests.json`` in the cache keyed by
-    the file's absolute path, size and modification time (a file replaced or rewritten is hashed again), so a run
-    identifies and verifies a 900 MB backbone without reading it every time. A cache that cannot be read or
-    written only costs the hashing.
+    The digest of a weights file, hashed once per content: remembered beside the cache
+    (``<cache>.digests.json``, so the cache holds only weights) keyed by the file's absolute path, size and
+    modification time (a file replaced or rewritten is hashed again), so a run identifies and verifies a 900 MB
+    backbone without reading it every time. A record that cannot be read or written only costs the hashing.
     """
     path = os.path.abspath(path)
     st = os.stat(path)
     key = f"{hash_type}:{st.st_size}:{st.st_mtime_ns}:{path}"
-    table_path = cache_dir() / DIGESTS_FILE
+    cache = cache_dir()
+    table_path = cache.with_name(cache.name + ".digests.json")
     try:
         table = json.loads(table_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -138,9 +138,10 @@ def known_digest(path: str | os.PathLike, hash_type: str = "sha256") -> str:
     return digest
 
 
-def verify(entry: NamedWeights, path: str | os.PathLike) -> None:
-    """Raise unless ``path`` holds exactly ``entry``'s file (its digest remembered: :func:`known_digest`)."""
-    got = known_digest(path, entry.hash_type)
+def verify(entry: NamedWeights, path: str | os.PathLike, remembered: bool = True) -> None:
+    """Raise unless ``path`` holds exactly ``entry``'s file: its digest as remembered (:func:`known_digest`), or
+    with ``remembered=False`` read from every byte now (``fetch-weights`` checking a folder carried in)."""
+    got = known_digest(path, entry.hash_type) if remembered else file_digest(path, entry.hash_type)
     if got != entry.hash_val:
         raise WeightsVerificationError(
             f"'{path}' is not {entry.name}: expected {entry.hash_type} {entry.hash_val}, the file has {got} "
