@@ -21,6 +21,7 @@ from faults import AFFINE, PROMPTS, REPO, TINY, error_lines, good_volume, run_cl
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 SCORE = [*TINY, *PROMPTS, "--no-progress"]
+TINY_CONFIG = TINY[1]
 TAMPER = Path(__file__).with_name("tamper.py")
 
 
@@ -103,3 +104,34 @@ def test_continue_never_replaces_a_case_finished_from_another_input(tmp_path):
     assert str(tmp_path / "a" / "FLAIR.nii.gz") in line and str(tmp_path / "b" / "FLAIR.nii.gz") in line, line
     assert {p: p.read_bytes() for p in _files(out) if p.name != ".anomalyclip_med.lock"} == \
         {p: b for p, b in kept.items() if p.name != ".anomalyclip_med.lock"}
+
+
+def test_weights_are_known_by_their_content(tmp_path):
+    """A backbone weights file rewritten at the same path is another model: --continue scores again. A file named
+    like the registry's trained prompts in --weights-dir that is not theirs is refused, naming it."""
+    import torch
+
+    from anomalyclip_med.network.backbone import load_backbone
+
+    clip, _ = load_backbone(TINY_CONFIG, None)
+    weights = tmp_path / "backbone.pt"
+    torch.save(clip.state_dict(), weights)
+    scan = save_nifti(good_volume(1), AFFINE, tmp_path / "scan.nii.gz")
+    out = tmp_path / "out"
+    args = ["score", scan, "--out", out, "--backbone", TINY_CONFIG, "--backbone-weights", weights, "--image-size", "56",
+            *PROMPTS, "--no-progress"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = clip.state_dict()
+    state["visual.proj"] = state["visual.proj"] * 0.5
+    torch.save(state, weights)
+    again = run_cli(*args, "--continue")
+    assert again.returncode == 0 and "1 scored, 0 reused" in again.stdout, again.stdout + again.stderr[-3000:]
+    fake = tmp_path / "weights"
+    fake.mkdir()
+    (fake / "anomalyclip_mvtec-trained.pth").write_bytes(b"not the authors' prompts")
+    named = run_cli("score", scan, "--out", tmp_path / "named", *TINY, "--prompts", "mvtec-trained",
+                    "--weights-dir", fake, "--no-progress")
+    assert named.returncode == 2, named.stdout + named.stderr[-3000:]
+    (line,) = error_lines(named.stderr)
+    assert "is not mvtec-trained" in line and str(fake / "anomalyclip_mvtec-trained.pth") in line, line
