@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError, OutputLockedError
 from anomalyclip_med.inference.options import RESUME_MODES
 from anomalyclip_med.io.cases import ScanCase, input_fingerprint
-from anomalyclip_med.io.names import volume_suffix
+from anomalyclip_med.io.names import NIFTI_SUFFIXES, volume_suffix
 from anomalyclip_med.utils.atomic import remove_stale_temporaries
 from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.lock import FolderLock
@@ -421,7 +421,7 @@ def load_itk_readers(sources: Iterable[Path]) -> None:
     read by ITK (NRRD, MetaImage, a DICOM series), load the modules MONAI's ``ITKReader`` uses now, before the
     pipeline's threads start, so no thread ever runs while the working directory is elsewhere.
     """
-    if not any(s.is_dir() or volume_suffix(s) not in (None, ".nii", ".nii.gz") for s in sources):
+    if not any(s.is_dir() or volume_suffix(s) not in (None, *NIFTI_SUFFIXES) for s in sources):
         return
     try:
         import itk
