@@ -26,7 +26,15 @@ from anomalyclip_med.errors import InputError
 from anomalyclip_med.evaluation.options import MANIFEST, BenchmarkOptions, CohortOptions
 from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.network.factory import ModelOptions
-from anomalyclip_med.runs.engine import DEFAULT_PREFETCH, CaseResult, CaseRunner, RunSession, RunSummary, check_outputs
+from anomalyclip_med.runs.engine import (
+    DEFAULT_PREFETCH,
+    CaseResult,
+    CaseRunner,
+    RunSession,
+    RunSummary,
+    check_outputs,
+    load_itk_readers,
+)
 
 __all__ = [
     "RUN_INFO",
@@ -315,6 +323,7 @@ def _evaluate_cohort(manifest, out_dir, model: ModelOptions, cohort: CohortOptio
     started, run = time.time(), {}
 
     def setup(ctx) -> None:
+        load_itk_readers([e.mask for e in entries if e.mask is not None])  # masks are read in the writer thread
         net = build_model(model, ctx.device)
         job.scans.bind(net, calibration.decision("scans", net.identity(), scoring))
 

@@ -1,7 +1,7 @@
 """
 A case's outputs are whole or absent: every file is written to a temporary, fsynced, and renamed into place with
-the others; the scores JSON comes last and records the size and SHA-256 of every other output and of its own content, so a
-case counts as finished only when its scores JSON exists, is unedited and every file it lists matches
+the others; the scores JSON comes last and records the size and SHA-256 of every other output and of its own
+content, so a case counts as finished only when its scores JSON exists, is unedited and every file it lists matches
 (:func:`read_finished_case`).
 
 A run killed at any moment leaves either the old finished case, or a case without scores JSON (not finished:
@@ -21,7 +21,8 @@ from typing import Any
 from anomalyclip_med.utils.atomic import fsync_dir, fsync_file, new_temporary
 from anomalyclip_med.utils.hashing import file_digest
 
-__all__ = ["OUTPUT_FILES_KEY", "RECORD_DIGEST_KEY", "record_digest", "file_record", "write_case_outputs", "read_finished_case"]
+__all__ = ["OUTPUT_FILES_KEY", "RECORD_DIGEST_KEY", "record_digest", "file_record", "write_case_outputs",
+           "read_finished_case"]
 
 # key of the scores JSON listing the case's other outputs: {key: {"name", "size", "sha256"}}
 OUTPUT_FILES_KEY = "output_files"
