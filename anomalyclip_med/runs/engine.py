@@ -7,7 +7,8 @@ computed (the device) and written (host, behind the network), and when a finishe
 (:class:`CaseRunner`) owns, once, every batch rule a hospital's overnight run relies on:
 
 - **before any weights load** (:meth:`CaseRunner.preflight`): no two cases write one path, no output lands on an
-  input or inside a walked input folder, existing outputs are refused unless the run continues or overwrites, each
+  input or inside a walked input folder, existing outputs are refused unless the run continues or overwrites (and
+  continuing never replaces a case finished from another input: :func:`check_same_inputs`), each
   case fits the job (e.g. a DICOM SEG needs a DICOM series), the output folder is writable;
 - **the session** (:class:`RunSession`): the device resolved once, the ``torchrun`` process group, one run at a time
   per output folder (:class:`anomalyclip_med.utils.lock.FolderLock`, rank 0 for the whole job), temporaries of
@@ -15,7 +16,8 @@ computed (the device) and written (host, behind the network), and when a finishe
 - **the pipeline** (:class:`StagedPipeline`): the next cases read by a reader thread while the network computes one,
   the previous one written by a writer thread; a case fails alone, whatever stage raises, with one
   ``error: <case>: <cause>`` line; a case's outputs are whole or absent (the jobs write through
-  :func:`anomalyclip_med.io.case_outputs.write_case_outputs`);
+  :func:`anomalyclip_med.io.case_outputs.write_case_outputs`) and made from the input as it was read (fingerprinted
+  before reading, compared after writing: :meth:`CaseRunner.write`);
 - **the outcome**: a :class:`Status` per case, its line printed and the progress bar moved on when its outputs are
   written, the cases shared out round-robin under ``torchrun`` and gathered into one :class:`RunSummary` in case
   order, exit status 2 when any case failed.
