@@ -26,7 +26,15 @@ from anomalyclip_med.errors import InputError
 from anomalyclip_med.evaluation.options import MANIFEST, BenchmarkOptions, CohortOptions
 from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.network.factory import ModelOptions
-from anomalyclip_med.runs.engine import DEFAULT_PREFETCH, CaseResult, CaseRunner, RunSession, RunSummary, check_outputs
+from anomalyclip_med.runs.engine import (
+    DEFAULT_PREFETCH,
+    CaseResult,
+    CaseRunner,
+    RunSession,
+    RunSummary,
+    check_outputs,
+    load_itk_readers,
+)
 
 __all__ = [
     "RUN_INFO",
@@ -114,9 +122,9 @@ def score_scan(
     from anomalyclip_med.runs.engine import Status
     from anomalyclip_med.runs.scans import ScanJob
 
-    source = Path(source)
-    if not source.exists():
+    if not os.path.exists(source):
         raise InputError(f"Scan '{source}' does not exist.")
+    source = Path(os.path.abspath(source))
     scoring, output = scoring or ScoringOptions(), output or OutputOptions()
     calibration = calibration or CalibrationOptions()
     calibration.check("scans", scoring)
@@ -224,7 +232,7 @@ def _calibration_cases(inputs: list[str | os.PathLike], options: CalibrateOption
     from anomalyclip_med.io.cases import ScanCase, find_cases, name_cases
     from anomalyclip_med.io.names import image_suffix
 
-    paths = [Path(p) for p in inputs]
+    paths = [Path(os.path.abspath(p)) for p in inputs]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise InputError(f"Input '{missing[0]}' does not exist.")
@@ -315,6 +323,7 @@ def _evaluate_cohort(manifest, out_dir, model: ModelOptions, cohort: CohortOptio
     started, run = time.time(), {}
 
     def setup(ctx) -> None:
+        load_itk_readers([e.mask for e in entries if e.mask is not None])  # masks are read in the writer thread
         net = build_model(model, ctx.device)
         job.scans.bind(net, calibration.decision("scans", net.identity(), scoring))
 

@@ -125,7 +125,7 @@ def comparable_model(identity: dict) -> dict:
     """The parts of ``AnomalyCLIP.identity()`` that decide its scores; a file's hash stands for its path (the same
     weights may live elsewhere on the scoring machine)."""
     backbone = dict(identity.get("backbone") or {})
-    if any(k.endswith("sha256") for k in backbone):
+    if backbone.get("sha256"):  # a weights file: its content, wherever it lies
         backbone.pop("weights", None)
     prompts = dict(identity.get("prompts") or {})
     if "sha256" in prompts:

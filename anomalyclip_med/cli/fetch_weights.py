@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         path = dest / entry.filename
         try:
             if path.is_file():
-                verify(entry, path)
+                verify(entry, path, remembered=False)
                 state = "verified, already there"
             else:
                 download(entry, dest, progress=not args.no_progress)

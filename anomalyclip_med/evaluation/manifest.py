@@ -65,7 +65,7 @@ def _label(value, where: str) -> int | None:
 
 def _path(value, base: Path) -> Path | None:
     text = str(value).strip() if value is not None else ""
-    return None if not text else (base / text if not os.path.isabs(text) else Path(text))
+    return None if not text else Path(os.path.abspath(base / text))  # absolute: read later in the pipeline threads
 
 
 def _text(path: Path) -> str:

@@ -28,6 +28,7 @@ __all__, __getattr__ = lazy_exports(
             "CASE_NAMING", "CASE_KINDS", "ScanCase", "OutputLayout", "FoundCases", "find_cases", "datalist_cases",
             "name_cases", "input_fingerprint",
         ),
-        "case_outputs": ("OUTPUT_FILES_KEY", "file_record", "write_case_outputs", "read_finished_case"),
+        "case_outputs": ("OUTPUT_FILES_KEY", "RECORD_DIGEST_KEY", "record_digest", "file_record", "write_case_outputs",
+                         "read_finished_case"),
     },
 )

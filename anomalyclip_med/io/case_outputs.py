@@ -1,7 +1,8 @@
 """
 A case's outputs are whole or absent: every file is written to a temporary, fsynced, and renamed into place with
-the others; the scores JSON comes last and records the size and SHA-256 of every other output, so a case counts
-as finished only when its scores JSON exists and every file it lists matches (:func:`read_finished_case`).
+the others; the scores JSON comes last and records the size and SHA-256 of every other output and of its own
+content, so a case counts as finished only when its scores JSON exists, is unedited and every file it lists matches
+(:func:`read_finished_case`).
 
 A run killed at any moment leaves either the old finished case, or a case without scores JSON (not finished:
 the old scores JSON is removed before the first rename), plus temporaries that the next run removes.
@@ -10,6 +11,7 @@ the old scores JSON is removed before the first rename), plus temporaries that t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -19,10 +21,19 @@ from typing import Any
 from anomalyclip_med.utils.atomic import fsync_dir, fsync_file, new_temporary
 from anomalyclip_med.utils.hashing import file_digest
 
-__all__ = ["OUTPUT_FILES_KEY", "file_record", "write_case_outputs", "read_finished_case"]
+__all__ = ["OUTPUT_FILES_KEY", "RECORD_DIGEST_KEY", "record_digest", "file_record", "write_case_outputs",
+           "read_finished_case"]
 
 # key of the scores JSON listing the case's other outputs: {key: {"name", "size", "sha256"}}
 OUTPUT_FILES_KEY = "output_files"
+# key of the scores JSON holding the SHA-256 of its own content (every other key): an edited record is not trusted
+RECORD_DIGEST_KEY = "record_sha256"
+
+
+def record_digest(report: Mapping[str, Any]) -> str:
+    """The SHA-256 of a scores JSON's content: every key but :data:`RECORD_DIGEST_KEY`, as canonical JSON."""
+    content = {k: v for k, v in report.items() if k != RECORD_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -42,7 +53,7 @@ def write_case_outputs(
     Args:
         paths: final path of each output, all in one folder; ``paths[scores_key]`` is the scores JSON.
         writers: for each other key, a function writing that output to the path it is given.
-        report: the scores JSON content; :data:`OUTPUT_FILES_KEY` is added.
+        report: the scores JSON content; :data:`OUTPUT_FILES_KEY` and :data:`RECORD_DIGEST_KEY` are added.
         scores_key: the key of the scores JSON.
 
     Returns:
@@ -59,7 +70,8 @@ def write_case_outputs(
             write(str(tmp[key]))
             fsync_file(tmp[key])
         files = {key: {**file_record(t), "name": Path(paths[key]).name} for key, t in tmp.items()}
-        report = {**report, OUTPUT_FILES_KEY: files}
+        report = json.loads(json.dumps({**report, OUTPUT_FILES_KEY: files}, allow_nan=False))  # as it reads back
+        report[RECORD_DIGEST_KEY] = record_digest(report)
         tmp[scores_key] = new_temporary(paths[scores_key])
         with open(tmp[scores_key], "w", encoding="utf-8") as f:
             f.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -82,12 +94,15 @@ def write_case_outputs(
 
 def read_finished_case(paths: Mapping[str, Path], scores_key: str = "scores") -> dict[str, Any] | None:
     """
-    The scores JSON of a finished case, or None: it must parse, list exactly the other keys of ``paths``, and
-    every listed file must exist with the recorded size and SHA-256.
+    The scores JSON of a finished case, or None: it must parse, match its own recorded SHA-256
+    (:func:`record_digest`), list exactly the other keys of ``paths``, and every listed file must exist with the
+    recorded size and SHA-256.
     """
     try:
         report = json.loads(Path(paths[scores_key]).read_text(encoding="utf-8"))
         files = report[OUTPUT_FILES_KEY]
+        if report[RECORD_DIGEST_KEY] != record_digest(report):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not isinstance(files, dict) or set(files) != set(paths) - {scores_key}:

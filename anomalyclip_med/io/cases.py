@@ -258,9 +258,10 @@ def find_cases(
     sources: list[Path] = []
     roots: list[Path | None] = []
     walked: list[Path | None] = []
-    for p in map(Path, inputs):
-        if not p.exists():
-            raise InputError(f"Input '{p}' does not exist.")
+    for given in inputs:
+        if not os.path.exists(given):
+            raise InputError(f"Input '{given}' does not exist.")
+        p = Path(os.path.abspath(given))  # absolute once, here: nothing later depends on the working directory
         if p.is_dir() and not (kind == "scans" and has_dicom_files(p)):
             found = _walk(p, skip, kind, skipped)
             if not found:
@@ -292,7 +293,7 @@ def datalist_cases(
     Raises:
         InputError: a missing path, a datalist without ``key`` or with an item without ``image``.
     """
-    path = Path(dataset_dir)
+    path = Path(os.path.abspath(dataset_dir))
     if not (path.suffix.lower() == ".json" and path.is_file()):
         return find_cases([path], naming, out_dir)
     try:

@@ -31,7 +31,7 @@ from torch import nn
 
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
 from anomalyclip_med.network.materialize import build_on_meta, load_into_meta
-from anomalyclip_med.weights import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
+from anomalyclip_med.weights import DEFAULT_BACKBONE, DEFAULT_WEIGHTS, known_digest
 
 __all__ = [
     "BackboneInfo",
@@ -64,6 +64,7 @@ class BackboneInfo:
     patch_size: int
     vision_layers: int
     text_width: int
+    sha256: str | None = None  # of the weights file: the backbone's identity (None: random or open_clip's tag)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -428,5 +429,6 @@ def load_backbone(
         patch_size=int(visual.conv1.kernel_size[0]),
         vision_layers=len(visual.transformer.resblocks),
         text_width=int(model.ln_final.weight.shape[0]),
+        sha256=None if source.kind in weights_id else known_digest(source.weights),
     )
     return model, info

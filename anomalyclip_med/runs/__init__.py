@@ -13,7 +13,7 @@ __all__, __getattr__ = lazy_exports(
         "engine": (
             "DEFAULT_PREFETCH", "Status", "Reused", "CaseResult", "RunSummary", "CaseJob",
             "CaseOutcome", "StagedPipeline", "WriteBehind", "RunSession", "CaseRunner", "check_outputs",
-            "describe_error",
+            "check_same_inputs", "load_itk_readers", "Read", "describe_error",
         ),
         "scans": ("ScanJob",),
         "images": ("IMAGE_OUTPUTS", "SCORES_CSV", "CSV_FIELDS", "ImageJob"),

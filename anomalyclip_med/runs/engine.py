@@ -7,7 +7,8 @@ computed (the device) and written (host, behind the network), and when a finishe
 (:class:`CaseRunner`) owns, once, every batch rule a hospital's overnight run relies on:
 
 - **before any weights load** (:meth:`CaseRunner.preflight`): no two cases write one path, no output lands on an
-  input or inside a walked input folder, existing outputs are refused unless the run continues or overwrites, each
+  input or inside a walked input folder, existing outputs are refused unless the run continues or overwrites (and
+  continuing never replaces a case finished from another input: :func:`check_same_inputs`), each
   case fits the job (e.g. a DICOM SEG needs a DICOM series), the output folder is writable;
 - **the session** (:class:`RunSession`): the device resolved once, the ``torchrun`` process group, one run at a time
   per output folder (:class:`anomalyclip_med.utils.lock.FolderLock`, rank 0 for the whole job), temporaries of
@@ -15,7 +16,8 @@ computed (the device) and written (host, behind the network), and when a finishe
 - **the pipeline** (:class:`StagedPipeline`): the next cases read by a reader thread while the network computes one,
   the previous one written by a writer thread; a case fails alone, whatever stage raises, with one
   ``error: <case>: <cause>`` line; a case's outputs are whole or absent (the jobs write through
-  :func:`anomalyclip_med.io.case_outputs.write_case_outputs`);
+  :func:`anomalyclip_med.io.case_outputs.write_case_outputs`) and made from the input as it was read (fingerprinted
+  before reading, compared after writing: :meth:`CaseRunner.write`);
 - **the outcome**: a :class:`Status` per case, its line printed and the progress bar moved on when its outputs are
   written, the cases shared out round-robin under ``torchrun`` and gathered into one :class:`RunSummary` in case
   order, exit status 2 when any case failed.
@@ -23,6 +25,7 @@ computed (the device) and written (host, behind the network), and when a finishe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -40,7 +43,8 @@ from tqdm.auto import tqdm
 
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, OutputExistsError, OutputLockedError
 from anomalyclip_med.inference.options import RESUME_MODES
-from anomalyclip_med.io.cases import ScanCase
+from anomalyclip_med.io.cases import ScanCase, input_fingerprint
+from anomalyclip_med.io.names import NIFTI_SUFFIXES, volume_suffix
 from anomalyclip_med.utils.atomic import remove_stale_temporaries
 from anomalyclip_med.utils.distributed import DistributedContext
 from anomalyclip_med.utils.lock import FolderLock
@@ -59,6 +63,9 @@ __all__ = [
     "RunSession",
     "CaseRunner",
     "check_outputs",
+    "check_same_inputs",
+    "load_itk_readers",
+    "Read",
     "describe_error",
 ]
 
@@ -95,6 +102,15 @@ class Reused:
     """What the read stage hands on for a finished case that is reused: its record (e.g. its scores JSON)."""
 
     record: dict[str, Any]
+
+
+@dataclass
+class Read(Generic[P]):
+    """What the engine's read stage hands on: the input's fingerprint taken before it was read (compared again
+    once the case is written) and what the job read (or the reused case)."""
+
+    fingerprint: dict[str, Any]
+    value: P | Reused
 
 
 @dataclass
@@ -382,6 +398,50 @@ def check_outputs(
     check_writable_dir(out_dir)
 
 
+def check_same_inputs(cases: Sequence[ScanCase], outputs: Sequence[dict[str, Path]]) -> None:
+    """
+    Under ``--continue``, a case whose finished scores JSON records another input (a different file mapped to the
+    same output name in an earlier run) is a clash: refused before anything runs, never replaced silently.
+
+    Raises:
+        InputError: naming the case, the input the outputs were made from and the input now mapped onto them.
+    """
+    for case, paths in zip(cases, outputs):
+        try:
+            recorded = json.loads(Path(paths["scores"]).read_text(encoding="utf-8"))["input"]["path"]
+        except (KeyError, TypeError, OSError, ValueError):
+            continue  # no finished record of an input: nothing to lose
+        if Path(recorded) != Path(case.source).resolve():
+            raise InputError(f"{case.name}: its outputs in '{Path(paths['scores']).parent}' were made from "
+                             f"'{recorded}', not from '{case.source}'; --continue never replaces another input's "
+                             "results: choose another --out or --case-name, or remove them.")
+
+
+def load_itk_readers(sources: Iterable[Path]) -> None:
+    """
+    ITK's lazy loader changes the process's working directory while it loads a module: when any of ``sources`` is
+    read by ITK (NRRD, MetaImage, a DICOM series), load the modules MONAI's ``ITKReader`` uses now, before the
+    pipeline's threads start, so no thread ever runs while the working directory is elsewhere.
+    """
+    if not any(s.is_dir() or volume_suffix(s) not in (None, *NIFTI_SUFFIXES) for s in sources):
+        return
+    try:
+        import itk
+    except ImportError:
+        return
+    for name in ("ImageFileReader", "ImageSeriesReader", "GDCMSeriesFileNames", "PyBuffer"):
+        getattr(itk, name, None)
+
+
+def _remove_outputs(paths: dict[str, Path]) -> None:
+    """A case's outputs removed, its scores JSON first (so it is unfinished at every moment in between)."""
+    for key in sorted(paths, key=lambda k: k != "scores"):
+        try:
+            os.remove(paths[key])
+        except FileNotFoundError:
+            pass
+
+
 # ------------------------------------------------------------------------------------------------------- session
 class RunSession:
     """
@@ -519,25 +579,37 @@ class CaseRunner(Generic[P, C]):
             problem = self.job.check(case)
             if problem:
                 raise InputError(f"{case.name}: {problem}")
-        check_outputs(self.out_dir, [self.job.outputs(c) for c in self.cases] + [self.run_outputs],
-                      [c.source for c in self.cases],
+        outputs = [self.job.outputs(c) for c in self.cases]
+        check_outputs(self.out_dir, outputs + [self.run_outputs], [c.source for c in self.cases],
                       [c.walked for c in self.cases if c.walked is not None], self.resume)
+        if self.resume == "continue":
+            check_same_inputs(self.cases, outputs)
 
     # ------------------------------------------------------------------ the stages of one case
-    def prepare(self, case: ScanCase) -> P | Reused:
-        """Host side: a reusable finished case (``resume="continue"``), or the case read by the job."""
+    def prepare(self, case: ScanCase) -> Read[P]:
+        """Host side: the input's fingerprint first, then a reusable finished case (``resume="continue"``) or the
+        case read by the job."""
+        fingerprint = input_fingerprint(case.source)
         if self.resume == "continue":
             record = self.job.reusable(case)
             if record is not None:
-                return Reused(record)
-        return self.job.prepare(case)
+                return Read(fingerprint, Reused(record))
+        return Read(fingerprint, self.job.prepare(case))
 
-    def compute(self, case: ScanCase, prepared: P | Reused) -> C | None:
+    def compute(self, case: ScanCase, read: Read[P]) -> C | None:
         """Device side (nothing for a reused case)."""
-        return None if isinstance(prepared, Reused) else self.job.compute(case, prepared)
+        return None if isinstance(read.value, Reused) else self.job.compute(case, read.value)
 
-    def write(self, case: ScanCase, prepared: P | Reused, computed: C | None) -> tuple[Status, dict[str, Any]]:
-        return self.job.write(case, prepared, computed)
+    def write(self, case: ScanCase, read: Read[P], computed: C | None) -> tuple[Status, dict[str, Any]]:
+        """The job's write; then the input must still be what was read (a file replaced, a DICOM series still
+        arriving): if not, the case's new outputs are removed (never recorded under the new content) and it
+        fails, naming the input."""
+        status, record = self.job.write(case, read.value, computed)
+        if status is not Status.REUSED and input_fingerprint(case.source) != read.fingerprint:
+            _remove_outputs(self.job.outputs(case))
+            raise InputError(f"Input '{case.source}' changed while it was scored (replaced, or files still "
+                             "arriving); its outputs were removed: score it again once it is complete.")
+        return status, record
 
     def result(self, outcome: CaseOutcome) -> CaseResult:
         """A case's :class:`CaseResult` from its pipeline outcome, its line printed (``error: <case>: <cause>`` on
@@ -571,6 +643,7 @@ class CaseRunner(Generic[P, C]):
             InputError, OutputExistsError, OutputLockedError: the run is refused (nothing written).
         """
         self.preflight()
+        load_itk_readers([c.source for c in self.cases])
         folders = {self.job.outputs(c)[k].parent for c in self.cases for k in self.job.outputs(c)}
         with RunSession(self.out_dir, self.device, folders) as ctx:
             shard = ctx.shard(self.cases)

@@ -10,6 +10,7 @@ from anomalyclip_med.weights.fetch import (
     download,
     ensure_weights,
     locate,
+    known_digest,
     verify,
     weights_dirs,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "prompt_names",
     "registry",
     "resolve_weights",
+    "known_digest",
     "verify",
     "weights_dirs",
 ]

@@ -12,6 +12,7 @@ without touching the network.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import sys
 import urllib.error
@@ -35,6 +36,7 @@ __all__ = [
     "cache_dir",
     "weights_dirs",
     "locate",
+    "known_digest",
     "verify",
     "download",
     "ensure_weights",
@@ -78,14 +80,14 @@ class WeightsUnavailableError(MissingWeightsError):
 def cache_dir() -> Path:
     """The download cache (not created here)."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+        return Path(os.path.abspath(Path(os.environ[CACHE_ENV]).expanduser()))
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root).expanduser() / "anomalyclip_med"
+    return Path(os.path.abspath(Path(root).expanduser())) / "anomalyclip_med"
 
 
 def weights_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched before the cache, in order: ``weights_dir``, then ``$ANOMALYCLIP_MED_WEIGHTS_DIR``."""
-    dirs = [Path(d).expanduser() for d in (weights_dir, os.environ.get(WEIGHTS_DIR_ENV)) if d]
+    dirs = [Path(os.path.abspath(Path(d).expanduser())) for d in (weights_dir, os.environ.get(WEIGHTS_DIR_ENV)) if d]
     for d in dirs:
         if not d.is_dir():
             raise MissingWeightsError(
@@ -104,9 +106,42 @@ def locate(entry: NamedWeights, weights_dir: str | os.PathLike | None = None) ->
     return None
 
 
-def verify(entry: NamedWeights, path: str | os.PathLike) -> None:
-    """Raise unless ``path`` holds exactly ``entry``'s file."""
-    got = file_digest(path, entry.hash_type)
+
+
+def known_digest(path: str | os.PathLike, hash_type: str = "sha256") -> str:
+    """
+    The digest of a weights file, hashed once per content: remembered beside the cache
+    (``<cache>.digests.json``, so the cache holds only weights) keyed by the file's absolute path, size and
+    modification time (a file replaced or rewritten is hashed again), so a run identifies and verifies a 900 MB
+    backbone without reading it every time. A record that cannot be read or written only costs the hashing.
+    """
+    path = os.path.abspath(path)
+    st = os.stat(path)
+    key = f"{hash_type}:{st.st_size}:{st.st_mtime_ns}:{path}"
+    cache = cache_dir()
+    table_path = cache.with_name(cache.name + ".digests.json")
+    try:
+        table = json.loads(table_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        table = {}
+    if not isinstance(table, dict):
+        table = {}
+    if isinstance(table.get(key), str):
+        return table[key]
+    digest = table[key] = file_digest(path, hash_type)
+    try:
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(table_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(table, f)
+    except OSError:
+        pass
+    return digest
+
+
+def verify(entry: NamedWeights, path: str | os.PathLike, remembered: bool = True) -> None:
+    """Raise unless ``path`` holds exactly ``entry``'s file: its digest as remembered (:func:`known_digest`), or
+    with ``remembered=False`` read from every byte now (``fetch-weights`` checking a folder carried in)."""
+    got = known_digest(path, entry.hash_type) if remembered else file_digest(path, entry.hash_type)
     if got != entry.hash_val:
         raise WeightsVerificationError(
             f"'{path}' is not {entry.name}: expected {entry.hash_type} {entry.hash_val}, the file has {got} "
@@ -181,9 +216,13 @@ def ensure_weights(
 
     Raises:
         WeightsUnavailableError: a download failed for a network reason; names every file still missing.
-        WeightsVerificationError: a download arrived with another digest.
+        WeightsVerificationError: a file found in a weights folder or the cache, or a download, has another
+            digest than the registry's.
     """
     paths = {e.name: locate(e, weights_dir) for e in entries}
+    for entry in entries:  # a file found by its name must be the registry's, wherever it lies
+        if paths[entry.name] is not None:
+            verify(entry, paths[entry.name])
     missing = [e for e in entries if paths[e.name] is None]
     for i, entry in enumerate(missing):
         try:

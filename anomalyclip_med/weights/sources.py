@@ -119,8 +119,10 @@ def resolve_weights(
     paths = ensure_weights(needed, weights_dir, progress=progress, flags=flags) if needed else {}
     if backbone_entry is not None:
         backbone, backbone_weights = backbone_entry.architecture, paths[backbone_entry.name]
+    elif backbone_weights is not None and Path(backbone_weights).is_file():
+        backbone_weights = Path(os.path.abspath(backbone_weights))
     if prompts_entry is not None:
         prompt_file = paths[prompts_entry.name]
     else:
-        prompt_file = Path(source.value) if source.kind == "file" else None
+        prompt_file = Path(os.path.abspath(source.value)) if source.kind == "file" else None
     return ResolvedWeights(backbone, backbone_weights, prompt_file, source, prompts_entry, backbone_entry)
