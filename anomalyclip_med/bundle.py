@@ -2,9 +2,9 @@
 Entry points for the MONAI bundle configs in ``bundles/``: data lists, the model, the calibration decision, override
 checks, and how errors end a run.
 
-Each is a thin face over the package's typed core (:func:`anomalyclip_med.network.create_model`,
-:class:`anomalyclip_med.inference.batch.ScanBatchRunner`, :func:`anomalyclip_med.calibration.calibrate`), the same
-ones the command line calls: config keys are the option dataclasses' field names, and their defaults are the
+Each is a thin face over the package's typed API (:mod:`anomalyclip_med.api`) and its run engine
+(:class:`anomalyclip_med.runs.engine.CaseRunner`, whose MONAI adapters make the batch ``evaluator``), the same ones
+the command line calls: config keys are the option dataclasses' field names, and their defaults are the
 dataclasses' (:data:`JOB_OPTIONS`).
 
 Library calls raise, processes exit. Every entry raises the package's error family
@@ -32,21 +32,20 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle.config_item import ConfigComponent, ConfigExpression
 
-from anomalyclip_med.calibration.calibration import CalibratedDecision, CalibrationOptions
-from anomalyclip_med.calibration.collect import CalibrationRun
-from anomalyclip_med.calibration.run import CalibrateOptions
-from anomalyclip_med.calibration.run import calibrate as calibrate_inputs
+from anomalyclip_med import api
+from anomalyclip_med.calibration.calibration import CalibrateOptions, CalibrationOptions, Decision
 from anomalyclip_med.data.dataset import AnomalyDataset
 from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
-from anomalyclip_med.inference.batch import BatchSummary, ScanBatchRunner
-from anomalyclip_med.inference.evaluator import ScanBatchEvaluator
 from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.io.cases import ScanCase, datalist_cases
 from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.factory import ModelOptions, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
+from anomalyclip_med.runs.calibrate import CalibrationRun
+from anomalyclip_med.runs.engine import CaseRunner, RunSummary
+from anomalyclip_med.runs.monai import CaseEvaluator
 from anomalyclip_med.training.settings import TrainSettings
 from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
 
@@ -80,7 +79,7 @@ _BUNDLE_FLAGS = {"backbone": "--backbone_weights", "prompts": "--prompts", "weig
 # training's in train.json, the model's in calibrate.json; ``batch_size`` the scoring's in inference.json).
 JOB_OPTIONS: dict[str, tuple[type, ...]] = {
     "inference": (ScoringOptions, ModelOptions, OutputOptions, BatchOptions, CalibrationOptions),
-    "calibrate": (CalibrateOptions, ScoringOptions, ModelOptions, LoadingOptions),
+    "calibrate": (CalibrateOptions, ScoringOptions, ModelOptions, LoadingOptions, BatchOptions),
     "train": (TrainSettings, ModelOptions),
 }
 # config keys named unlike their dataclass field (MONAI's customary names in train.json)
@@ -246,12 +245,12 @@ def resume_mode(resume: bool, overwrite: bool) -> str:
     return "continue" if resume else "overwrite" if overwrite else "refuse"
 
 
-def preflight(runner: ScanBatchRunner) -> None:
-    """:meth:`ScanBatchRunner.preflight` before any weights load (a refused run raises, naming why)."""
+def preflight(runner: CaseRunner) -> None:
+    """:meth:`CaseRunner.preflight` before any weights load (a refused run raises, naming why)."""
     runner.preflight()
 
 
-def run_batch(evaluator: ScanBatchEvaluator) -> BatchSummary:
+def run_batch(evaluator: CaseEvaluator) -> RunSummary:
     """
     Run the inference evaluator: each case that fails is named on one ``error:`` line and the others go on.
 
@@ -416,30 +415,33 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, scoring: S
     :func:`anomalyclip_med.calibration.calibrate` on the known-normal scans or images of ``dataset_dir`` (a folder,
     a MONAI datalist JSON's ``testing`` list, or with ``dataset=`` a benchmark dataset root), writing the calibration
     JSON ``out`` with the config's ``scoring`` component (the one ``inference.json`` builds the same way): keyword
-    options are fields of :class:`ModelOptions`, :class:`LoadingOptions` and :class:`CalibrateOptions`.
+    options are fields of :class:`ModelOptions`, :class:`LoadingOptions`, :class:`BatchOptions` and
+    :class:`CalibrateOptions`.
 
     Returns:
         The run; a case that fails is named and left out. The ``python -m monai.bundle`` process ends with status 2
         when any failed or none was calibrated.
     """
-    model = {k: v for k, v in options.items() if k in _field_names(ModelOptions)}
-    loading = {k: v for k, v in options.items() if k in _field_names(LoadingOptions)}
-    settings = _options(CalibrateOptions, {k: v for k, v in options.items() if k not in {**model, **loading}})
+    parts = {cls: {k: v for k, v in options.items() if k in _field_names(cls)}
+             for cls in (ModelOptions, LoadingOptions, BatchOptions)}
+    taken = {k for values in parts.values() for k in values}
+    settings = _options(CalibrateOptions, {k: v for k, v in options.items() if k not in taken})
     path = Path(dataset_dir)
     inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
         [case.source for case in datalist_cases(path)]
-    done = _user_errors(lambda: calibrate_inputs(inputs, out, _options(ModelOptions, model), scoring,
-                                                 _options(LoadingOptions, loading), settings), _FIX)
-    cal = done.calibration
-    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({done.scored} scored, {done.reused} reused, "
-          f"{len(done.failed)} failed) -> {out}")
-    _exit_status(2 if done.failed or not cal.counts["cases"] else 0)
+    done = _user_errors(lambda: api.calibrate(inputs, out, _options(ModelOptions, parts[ModelOptions]), scoring,
+                                              _options(LoadingOptions, parts[LoadingOptions]), settings,
+                                              _options(BatchOptions, parts[BatchOptions])), _FIX)
+    cal, counts = done.calibration, done.summary.counts
+    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({counts['scored']} scored, {counts['reused']} "
+          f"reused, {counts['failed']} failed) -> {out}")
+    _exit_status(2 if counts["failed"] or not cal.counts["cases"] else 0)
     return done
 
 
-def calibration_decision(network: AnomalyCLIP, scoring: ScoringOptions, **options: Any) -> CalibratedDecision | None:
+def calibration_decision(network: AnomalyCLIP, scoring: ScoringOptions, **options: Any) -> Decision:
     """
-    The calibration decision of the inference config (None when ``calibration`` is None), checked against the
+    The decision of the inference config (the fixed threshold when ``calibration`` is None), checked against the
     model and the ONE ``scoring`` component the scans are scored with (an override such as ``--scoring#topk 3``
     reaches both): keyword options are fields of :class:`CalibrationOptions`. The bundle writes the probability
     map; calibrated p-value maps come from ``score --map calibrated``.

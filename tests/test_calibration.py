@@ -29,13 +29,13 @@ from anomalyclip_med.calibration import (
     binomial_range,
     clopper_pearson,
     operating_point,
-    scan_levels,
 )
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.inference.images2d import image_maps
 from anomalyclip_med.inference.options import ScoringOptions
 from anomalyclip_med.io.images import read_image
 from anomalyclip_med.io.scans import load_volume
+from anomalyclip_med.runs.calibrate import scan_levels
 from conftest import SHARED_DATA, needs_shared_data, tiny_model
 from scan_data import normal_volume
 from synthetic_trees import image

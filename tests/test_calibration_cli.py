@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import synthetic_trees as trees
-from anomalyclip_med.calibration import Calibration, parts_dir
+from anomalyclip_med.calibration import Calibration
+from anomalyclip_med.runs.calibrate import parts_dir
 from anomalyclip_med.cli.main import main
 from conftest import TINY_CLIP_JSON
 

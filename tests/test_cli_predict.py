@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalyclip_med.inference.images2d import output_names
 from conftest import TESTS, TINY_CLIP_JSON
 
 REPO = TESTS.parent
@@ -37,7 +37,7 @@ def images(tmp_path):
 
 def test_predict_writes_maps_overlays_and_csv(images, tmp_path):
     out = tmp_path / "out"
-    proc = _run(images, "--out", out, *TINY, "--batch-size", "2")
+    proc = _run(images, "--out", out, *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM" in proc.stdout  # loud on the console
     rows = list(csv.DictReader((out / "scores.csv").open()))
@@ -87,10 +87,33 @@ def test_bad_inputs_fail_cleanly(case, images, tmp_path):
     expected = {"missing_input": "nope", "unreadable": "broken.png", "out_not_writable": "not writable",
                 "bad_size": "multiple of the backbone's patch size"}[case]
     assert expected in proc.stderr
-    assert not (out / "scores.csv").exists()
+    if case == "unreadable":  # the bad image fails alone: the others are written and listed
+        rows = list(csv.DictReader((out / "scores.csv").open()))
+        assert [Path(r["image"]).name for r in rows] == ["rgb.png", "deep.tif", "gray.jpg"]
+        assert not list(out.glob("broken_*"))
+    else:
+        assert not (out / "scores.csv").exists()
 
 
-def test_output_names_are_unique(tmp_path):
-    paths = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "a" / "y.png"]
-    names = output_names(paths)
-    assert names == ["a__x", "b__x", "y"]
+def test_predict_resumes_finished_images_and_holds_the_folder(images, tmp_path):
+    """predict on the run engine: --continue reuses whole finished images (byte-identical, untouched) and computes
+    the missing one; a damaged map is computed again; a locked output folder is refused naming the holder."""
+    from anomalyclip_med.utils.lock import FolderLock
+
+    out = tmp_path / "out"
+    assert _run(images, "--out", out, *TINY).returncode == 0
+    maps = {p.name: p.stat().st_mtime_ns for p in out.rglob("*_anomaly_map.npy")}
+    assert set(maps) == {"rgb_anomaly_map.npy", "deep_anomaly_map.npy", "gray_anomaly_map.npy"}
+    (out / "sub" / "gray_anomaly_map.npy").write_bytes(b"damaged")
+    for p in (out / "sub").glob("deep_*"):
+        p.unlink()
+    again = _run(images, "--out", out, *TINY, "--continue")
+    assert again.returncode == 0, again.stderr
+    assert (out / "rgb_anomaly_map.npy").stat().st_mtime_ns == maps["rgb_anomaly_map.npy"]
+    assert "rgb: image score" in again.stdout and "(reused)" in again.stdout.split("rgb:")[1].splitlines()[0]
+    assert np.load(out / "sub" / "gray_anomaly_map.npy").dtype == np.float32  # computed again, whole
+    assert (out / "sub" / "deep_anomaly_map.npy").is_file()
+    assert len(list(csv.DictReader((out / "scores.csv").open()))) == 3
+    with FolderLock(out):
+        locked = _run(images, "--out", out, *TINY, "--overwrite")
+    assert locked.returncode == 2 and "in use by another run" in locked.stderr

@@ -97,9 +97,6 @@ def test_command_line_writes_no_default_of_its_own():
     hits = [(p.name, line.strip()) for p in (PACKAGE / "cli").glob("*.py")
             for line in p.read_text(encoding="utf-8").splitlines() if literal.search(line)]
     assert hits == []
-    from anomalyclip_med.inference.images2d import PREDICT_BATCH_SIZE
-
-    assert _parser_defaults("predict")["batch_size"] == PREDICT_BATCH_SIZE
 
 
 def test_model_options_validate_and_default_to_auto_device():

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
-from anomalyclip_med.inference.scan import score_scan
+from anomalyclip_med.api import score_scan
 from conftest import SHARED_DATA, tiny_model
 from scan_data import LPS, assert_same_geometry, oblique_affine, synthetic_head_ct, write_dicom_series
 
@@ -57,7 +57,7 @@ def scored_series(request, model, tmp_path_factory):
     folder = tmp / "series"
     write_dicom_series(volume, affine, folder, modality=modality)
     first = score_scan(model, folder, tmp / "out", ScoringOptions(), output=QUIET)
-    amap = np.asarray(nib.load(first.map_path).dataobj)
+    amap = np.asarray(nib.load(first.outputs["map"]).dataobj)
     threshold = float(np.median(amap[amap > 0]))
     result = score_scan(model, folder, tmp / "out", ScoringOptions(threshold=threshold),
                         output=OutputOptions(dicom_seg=True, overwrite=True, progress=False))
@@ -66,9 +66,9 @@ def scored_series(request, model, tmp_path_factory):
 
 def test_nifti_outputs_have_the_series_geometry(scored_series):
     _, _, folder, result, _ = scored_series
-    for out in (result.map_path, result.seg_path):
+    for out in (result.outputs["map"], result.outputs["seg"]):
         assert_same_geometry(out, folder)
-    seg = np.asarray(nib.load(result.seg_path).dataobj)
+    seg = np.asarray(nib.load(result.outputs["seg"]).dataobj)
     assert seg.dtype == np.uint8 and 0 < seg.mean() < 1  # the threshold splits the map
 
 
@@ -80,7 +80,7 @@ def test_geometry_agrees_with_dcm2niix(scored_series):
     subprocess.run(["dcm2niix", "-z", "y", "-f", "converted", "-o", str(conv), str(folder)], check=True,
                    capture_output=True)
     reference = nib.as_closest_canonical(nib.load(conv / "converted.nii.gz"))
-    ours = nib.as_closest_canonical(nib.load(result.map_path))
+    ours = nib.as_closest_canonical(nib.load(result.outputs["map"]))
     assert ours.shape == reference.shape
     np.testing.assert_allclose(ours.affine, reference.affine, atol=1e-3)
     # voxel for voxel: dcm2niix's intensities are those of the volume the series was written from
@@ -91,7 +91,7 @@ def test_geometry_agrees_with_dcm2niix(scored_series):
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed (apt-get install dicom3tools)")
 def test_dicom_seg_passes_dciodvfy(scored_series):
     *_, result, _ = scored_series
-    proc = subprocess.run(["dciodvfy", str(result.dicom_seg_path)], capture_output=True, text=True)
+    proc = subprocess.run(["dciodvfy", str(result.outputs.get("dicom_seg"))], capture_output=True, text=True)
     report = proc.stdout + proc.stderr
     assert "Segmentation" in report
     errors = [line for line in report.splitlines() if re.match(r"\s*Error", line)]
@@ -100,8 +100,8 @@ def test_dicom_seg_passes_dciodvfy(scored_series):
 
 def test_dicom_seg_matches_the_labelmap_slice_by_slice(scored_series):
     _, _, folder, result, _ = scored_series
-    seg = hd.seg.segread(result.dicom_seg_path)
-    labelmap = nib.load(result.seg_path)
+    seg = hd.seg.segread(result.outputs.get("dicom_seg"))
+    labelmap = nib.load(result.outputs["seg"])
     to_voxel = np.linalg.inv(LPS @ labelmap.affine)
     data = np.asarray(labelmap.dataobj)
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.iterdir())]

@@ -9,9 +9,11 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from anomalyclip_med.inference.pipeline import ScanPipeline, StagedPipeline
+from anomalyclip_med.io.cases import find_cases
+from anomalyclip_med.runs import CaseRunner, ScanJob, StagedPipeline, Status
 from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
-from anomalyclip_med.inference.scan import expected_outputs, score_scan
+from anomalyclip_med.api import score_scan
+from anomalyclip_med.inference.scan import expected_outputs
 from anomalyclip_med.inference.slices import smooth_along_axis
 from conftest import tiny_model
 from scan_data import oblique_affine, save_nifti, synthetic_head_ct
@@ -52,22 +54,23 @@ def test_pipeline_writes_byte_identical_outputs_and_a_bad_case_fails_alone(model
     piped = tmp_path / "piped"
     blocked = expected_outputs(paths[1], piped)["map"]
     blocked.mkdir(parents=True)
-    jobs = [(paths[0], piped), (broken, piped), (paths[1], piped), (paths[2], piped)]
-    outcomes = list(ScanPipeline(model, SCORING, output=OUTPUT, prefetch=2, background_write=True).run(jobs))
+    job = ScanJob(piped, SCORING, output=OUTPUT)
+    runner = CaseRunner(find_cases([paths[0], broken, paths[1], paths[2]]), piped, job, "overwrite", progress=False,
+                        prefetch=2, background_write=True, quiet=True)
+    results = runner.run(lambda ctx: job.bind(model)).results
 
-    assert [o.index for o in outcomes] == [0, 1, 2, 3]
-    assert [o.ok for o in outcomes] == [True, False, False, True]
-    assert "broken.nii.gz" in str(outcomes[1].error)
-    assert isinstance(outcomes[2].error, OSError)
+    assert [r.case.name for r in results] == ["s0", "broken", "s1", "s2"]
+    assert [r.status for r in results] == [Status.SCORED, Status.FAILED, Status.FAILED, Status.SCORED]
+    assert "broken.nii.gz" in results[1].error
+    assert "IsADirectoryError" in results[2].error
     assert not expected_outputs(paths[1], piped)["scores"].exists()  # the unfinished case is not marked done
     assert not list(piped.glob(".*tmp*"))  # no temporaries left behind
     got, want = _files(piped), _files(sequential)
     for p in (paths[0], paths[2]):
         for out in expected_outputs(p, piped).values():
             assert got[out.name] == want[out.name], out.name
-    assert set(outcomes[0].seconds) == {"prepare", "compute", "write"}
-    assert outcomes[0].result.scan_score == score_scan(model, paths[0], tmp_path / "again", SCORING,
-                                                           output=OUTPUT).scan_score
+    assert results[0].record["scan_score"] == score_scan(model, paths[0], tmp_path / "again", SCORING,
+                                                         output=OUTPUT).record["scan_score"]
 
 
 def test_stages_overlap_and_stay_bounded():
@@ -129,25 +132,24 @@ def test_the_monai_engine_face_fails_cases_alone_and_counts_cases_a_handler_cut_
     from ignite.engine import Events
     from monai.data import ThreadDataLoader
 
-    from anomalyclip_med.inference.batch import ScanBatchRunner
-    from anomalyclip_med.inference.evaluator import CaseDataset, ScanBatchEvaluator
     from anomalyclip_med.io.case_outputs import read_finished_case
-    from anomalyclip_med.io.cases import find_cases
+    from anomalyclip_med.runs import CaseDataset, CaseEvaluator
     from anomalyclip_med.utils.lock import FolderLock
 
     paths, broken = scans
     out = tmp_path / "out"
-    runner = ScanBatchRunner(find_cases([paths[0], broken, paths[1], paths[2]]), out, SCORING, progress=False,
-                             quiet=True)
-    loader = ThreadDataLoader(CaseDataset(runner, model), batch_size=1, buffer_size=1, collate_fn=CaseDataset.collate)
-    evaluator = ScanBatchEvaluator(runner, model.device, loader, model)
+    job = ScanJob(out, SCORING)
+    runner = CaseRunner(find_cases([paths[0], broken, paths[1], paths[2]]), out, job, progress=False, quiet=True)
+    job.bind(model)
+    loader = ThreadDataLoader(CaseDataset(runner), batch_size=1, buffer_size=1, collate_fn=CaseDataset.collate)
+    evaluator = CaseEvaluator(runner, model.device, loader, model)
     evaluator.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda engine: engine.terminate())
     evaluator.run()
-    reports = evaluator.summary.outcomes
+    reports = evaluator.summary.results
     assert [r.case.name for r in reports] == ["s0", "broken", "s1", "s2"]
-    assert [r.status for r in reports] == ["scored", "failed", "scored", "failed"]
+    assert [r.status for r in reports] == [Status.SCORED, Status.FAILED, Status.SCORED, Status.FAILED]
     assert "broken.nii.gz" in reports[1].error and "run ended before this case" in reports[3].error
     assert evaluator.summary.exit_status == 2
-    assert read_finished_case(runner.outputs(reports[2].case)) is not None
-    assert not runner.outputs(reports[3].case)["scores"].exists()
+    assert read_finished_case(job.outputs(reports[2].case)) is not None
+    assert not job.outputs(reports[3].case)["scores"].exists()
     FolderLock(out).acquire().release()  # the run let go of the output folder

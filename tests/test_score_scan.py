@@ -16,7 +16,8 @@ from PIL import Image
 
 from anomalyclip_med.errors import InputError, OutputExistsError
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
-from anomalyclip_med.inference.scan import expected_outputs, score_scan
+from anomalyclip_med.api import score_scan
+from anomalyclip_med.inference.scan import expected_outputs
 from conftest import SHARED_DATA, needs_shared_data, tiny_model
 from scan_data import assert_same_geometry, oblique_affine, save_nifti, synthetic_head_ct, write_dicom_series
 
@@ -43,14 +44,14 @@ def test_oblique_ct_end_to_end(model, tmp_path):
 
     outputs = expected_outputs(src, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in outputs.values())
-    assert (result.map_path, result.seg_path, result.scores_path) == (outputs["map"], outputs["seg"],
+    assert (result.outputs["map"], result.outputs["seg"], result.outputs["scores"]) == (outputs["map"], outputs["seg"],
                                                                      outputs["scores"])
     assert _digest(src) == before  # the input is untouched
-    for out in (result.map_path, result.seg_path):
+    for out in (result.outputs["map"], result.outputs["seg"]):
         assert_same_geometry(out, src)
 
-    amap = nib.load(result.map_path)
-    seg = nib.load(result.seg_path)
+    amap = nib.load(result.outputs["map"])
+    seg = nib.load(result.outputs["seg"])
     assert amap.get_data_dtype() == np.float32 and seg.get_data_dtype() == np.uint8
     m, s = np.asarray(amap.dataobj), np.asarray(seg.dataobj)
     assert m.min() >= 0 and m.max() <= 1 and m.max() > 0
@@ -59,29 +60,29 @@ def test_oblique_ct_end_to_end(model, tmp_path):
     # axial slices holding air only (below -500 HU everywhere) are skipped: score 0, map 0
     air = vol.reshape(-1, vol.shape[2]).max(axis=0) < -500
     assert air[:4].all() and not air.all()
-    assert result.scored_slices == (~air).sum()
+    assert result.record["slicing"]["scored_slices"] == (~air).sum()
     assert np.all(m[:, :, air] == 0) and np.all(m[:, :, ~air].reshape(-1, (~air).sum()).max(axis=0) > 0)
-    assert all((v == 0) == a for v, a in zip(result.slice_scores, air))
+    assert all((v == 0) == a for v, a in zip(result.record["slice_scores"], air))
 
-    report = json.loads(result.scores_path.read_text())
+    report = json.loads(result.outputs["scores"].read_text())
     top5 = sorted(report["slice_scores"], reverse=True)[:5]
-    assert report["scan_score"] == pytest.approx(np.mean(top5), abs=1e-5) == result.scan_score
-    assert report["preset"]["name"] == result.preset == "abdomen"  # HU range, no DICOM modality
+    assert report["scan_score"] == pytest.approx(np.mean(top5), abs=1e-5) == result.record["scan_score"]
+    assert report["preset"]["name"] == result.record["preset"]["name"] == "abdomen"  # HU range, no DICOM modality
     assert report["slicing"] == {**report["slicing"], "axis": 2, "plane": "axial", "n_slices": vol.shape[2],
                                  "scored_slices": int((~air).sum())}
     assert report["threshold"] == 0.45 and report["aggregation"]["method"] == "topk_mean"
     assert report["model"]["backbone"] == model.identity()["backbone"]
     assert report["package_version"] and "RANDOM" in report["warning"]
-    montage = Image.open(result.montage_path)
+    montage = Image.open(result.outputs["montage"])
     assert montage.size == (3 * 256 + 72, 2 * 256) and "RANDOM" in montage.text["Warning"]  # tiles + colour bar
 
 
 def test_all_zero_volume_runs_and_scores_zero(model, tmp_path):
     src = save_nifti(np.zeros((32, 32, 10), dtype=np.float32), np.eye(4), tmp_path / "blank.nii.gz")
     result = score_scan(model, src, tmp_path / "out", ScoringOptions(), output=QUIET)
-    assert result.scan_score == 0.0 and result.slice_scores == [0.0] * 10 and result.scored_slices == 0
-    assert not np.asarray(nib.load(result.map_path).dataobj).any()
-    assert not np.asarray(nib.load(result.seg_path).dataobj).any()
+    assert result.record["scan_score"] == 0.0 and result.record["slice_scores"] == [0.0] * 10 and result.record["slicing"]["scored_slices"] == 0
+    assert not np.asarray(nib.load(result.outputs["map"]).dataobj).any()
+    assert not np.asarray(nib.load(result.outputs["seg"]).dataobj).any()
 
 
 def test_options_axis_smoothing_and_aggregation(model, tmp_path):
@@ -90,17 +91,17 @@ def test_options_axis_smoothing_and_aggregation(model, tmp_path):
     plain = score_scan(model, src, tmp_path / "plain", ScoringOptions(body_mask=False), output=QUIET)
     smooth = score_scan(model, src, tmp_path / "smooth", ScoringOptions(z_smooth=3.0, aggregation="max",
                                                                         body_mask=False), output=QUIET)
-    m0, m1 = (np.asarray(nib.load(r.map_path).dataobj) for r in (plain, smooth))
+    m0, m1 = (np.asarray(nib.load(r.outputs["map"]).dataobj) for r in (plain, smooth))
     inner = slice(5, -5)
     assert np.abs(np.diff(m1[:, :, inner], axis=2)).mean() < 0.5 * np.abs(np.diff(m0[:, :, inner], axis=2)).mean()
     assert np.all(m1[:, :, :4] == 0) and np.all(m1[:, :, 5:-5] > 0)  # skipped slices stay 0 after smoothing
-    assert smooth.slice_scores == plain.slice_scores  # smoothing touches the map only
-    assert smooth.scan_score == max(plain.slice_scores)
+    assert smooth.record["slice_scores"] == plain.record["slice_scores"]  # smoothing touches the map only
+    assert smooth.record["scan_score"] == pytest.approx(max(plain.record["slice_scores"]), abs=1e-6)  # JSON: 6 places
     sagittal = score_scan(model, src, tmp_path / "sag", ScoringOptions(axis="sagittal"), output=QUIET)
-    assert len(sagittal.slice_scores) == 48
-    assert json.loads(sagittal.scores_path.read_text())["slicing"]["plane"] == "sagittal"
+    assert len(sagittal.record["slice_scores"]) == 48
+    assert json.loads(sagittal.outputs["scores"].read_text())["slicing"]["plane"] == "sagittal"
     everything = score_scan(model, src, tmp_path / "all", ScoringOptions(skip_empty=False), output=QUIET)
-    assert everything.scored_slices == 24 and all(v > 0 for v in everything.slice_scores)
+    assert everything.record["slicing"]["scored_slices"] == 24 and all(v > 0 for v in everything.record["slice_scores"])
 
 
 def test_existing_outputs_are_refused_unless_overwrite(model, tmp_path):
@@ -113,9 +114,9 @@ def test_existing_outputs_are_refused_unless_overwrite(model, tmp_path):
     assert {p: _digest(p) for p in out.iterdir()} == digests
     again = score_scan(model, src, out, ScoringOptions(threshold=0.1),
                        output=OutputOptions(overwrite=True, progress=False))
-    assert json.loads(again.scores_path.read_text())["threshold"] == 0.1
+    assert json.loads(again.outputs["scores"].read_text())["threshold"] == 0.1
     assert sorted(out.iterdir()) == sorted(digests)  # replaced, no temporary files left
-    assert first.map_path == again.map_path
+    assert first.outputs["map"] == again.outputs["map"]
 
 
 def _unwritable(tmp_path: Path) -> Path:
@@ -218,7 +219,7 @@ def test_unwritable_output_folder_is_refused_before_any_work(model, tmp_path):
         with pytest.raises(InputError, match="not writable"):
             score_scan(model, src, out, ScoringOptions(), output=QUIET)
     dicom, _ = _series(tmp_path)
-    with pytest.raises(InputError, match="input DICOM folder"):
+    with pytest.raises(InputError, match="is an input"):
         score_scan(model, dicom, dicom, ScoringOptions(), output=QUIET)
 
 
@@ -243,25 +244,25 @@ def test_bad_options_are_refused_naming_the_option(model, tmp_path):
 def test_real_brats_flair(model, tmp_path):
     src = SHARED_DATA / "volumes" / "brats2018" / "case_0" / "FLAIR.nii.gz"
     result = score_scan(model, src, tmp_path, ScoringOptions(batch_size=16), output=QUIET)
-    for out in (result.map_path, result.seg_path):
+    for out in (result.outputs["map"], result.outputs["seg"]):
         assert_same_geometry(out, src)
     flair = np.asarray(nib.load(src).dataobj)
-    m = np.asarray(nib.load(result.map_path).dataobj)
+    m = np.asarray(nib.load(result.outputs["map"]).dataobj)
     empty = np.flatnonzero(flair.reshape(-1, flair.shape[2]).max(axis=0) == 0)  # slices with no brain at all
     assert empty.size > 10
-    assert np.all(m[:, :, empty] == 0) and all(result.slice_scores[k] == 0 for k in empty)
-    assert result.preset == "mri" and 0 < result.scan_score < 1
-    assert result.scored_slices <= flair.shape[2] - empty.size
+    assert np.all(m[:, :, empty] == 0) and all(result.record["slice_scores"][k] == 0 for k in empty)
+    assert result.record["preset"]["name"] == "mri" and 0 < result.record["scan_score"] < 1
+    assert result.record["slicing"]["scored_slices"] <= flair.shape[2] - empty.size
 
 
 @needs_shared_data
 def test_real_anisotropic_nrrd(model, tmp_path):
     src = SHARED_DATA / "volumes" / "pyradiomics" / "brain1_image.nrrd"
     result = score_scan(model, src, tmp_path, ScoringOptions(), output=QUIET)
-    for out in (result.map_path, result.seg_path):
+    for out in (result.outputs["map"], result.outputs["seg"]):
         assert_same_geometry(out, src)
-    assert nib.load(result.map_path).header.get_zooms() == pytest.approx((0.78125, 0.78125, 6.5))
-    assert len(result.slice_scores) == 25
+    assert nib.load(result.outputs["map"]).header.get_zooms() == pytest.approx((0.78125, 0.78125, 6.5))
+    assert len(result.record["slice_scores"]) == 25
 
 
 def test_outputs_are_readable_by_others(model, tmp_path):
@@ -271,7 +272,7 @@ def test_outputs_are_readable_by_others(model, tmp_path):
         result = score_scan(model, src, tmp_path / "out", ScoringOptions(), output=QUIET)
     finally:
         os.umask(mask)
-    assert all((p.stat().st_mode & 0o777) == 0o644 for p in (result.map_path, result.seg_path, result.scores_path))
+    assert all((p.stat().st_mode & 0o777) == 0o644 for p in (result.outputs["map"], result.outputs["seg"], result.outputs["scores"]))
 
 
 def test_a_copy_of_a_series_folder_scores_like_the_original(model, tmp_path):
@@ -279,4 +280,4 @@ def test_a_copy_of_a_series_folder_scores_like_the_original(model, tmp_path):
     copy = shutil.copytree(folder, tmp_path / "copy")
     a = score_scan(model, folder, tmp_path / "a", ScoringOptions(), output=QUIET)
     b = score_scan(model, copy, tmp_path / "b", ScoringOptions(), output=QUIET)
-    assert a.slice_scores == b.slice_scores and a.preset == b.preset == "brain"  # CT, BodyPartExamined HEAD
+    assert a.record["slice_scores"] == b.record["slice_scores"] and a.record["preset"]["name"] == b.record["preset"]["name"] == "brain"  # CT, BodyPartExamined HEAD

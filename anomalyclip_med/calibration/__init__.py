@@ -13,11 +13,9 @@ __all__, __getattr__ = lazy_exports(
     {
         "distribution": ("MAP_BINS", "SCORE_BINS", "ScoreDistribution"),
         "calibration": (
-            "CALIBRATION_FORMAT", "LEVELS", "MAP_OUTPUTS", "CalibratedDecision", "Calibration",
-            "CalibrationMismatchError", "CalibrationOptions", "comparable_model", "comparable_scoring",
+            "CALIBRATION_FORMAT", "LEVELS", "MAP_OUTPUTS", "Decision", "CalibratedDecision", "Calibration",
+            "CalibrationMismatchError", "CalibrationOptions", "CalibrateOptions", "comparable_model", "comparable_scoring",
         ),
-        "collect": ("CalibrationRun", "parts_dir", "scan_levels", "calibrate_scans", "calibrate_images"),
-        "run": ("CalibrateOptions", "calibration_inputs", "calibrate"),
         "stats": ("clopper_pearson", "binomial_range", "operating_point"),
     },
 )

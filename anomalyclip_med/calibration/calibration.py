@@ -1,7 +1,9 @@
 """
 A calibration: the distributions of a model's scores on known-normal scans or images, with the model identity and
-scoring options they were made with; and the decisions (thresholds, p-values, flags) it gives at a requested
-false-positive rate.
+scoring options they were made with; and the decision every job applies to the network's maps and scores
+(:class:`Decision`: the labelmap threshold, and with a calibration the p-values and flags at a requested
+false-positive rate). This is the one place where a map becomes a labelmap (the anomalib ``PostProcessor`` idea:
+one component owns the thresholds and applies them); it sits below inference and imports nothing of it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ __all__ = [
     "MAP_OUTPUTS",
     "CalibrationMismatchError",
     "CalibrationOptions",
+    "CalibrateOptions",
     "Calibration",
+    "Decision",
     "CalibratedDecision",
     "comparable_model",
     "comparable_scoring",
@@ -80,13 +84,36 @@ class CalibrationOptions:
         if self.calibration:
             Calibration.load(self.calibration).check(kind, None, scoring)
 
-    def decision(self, kind: str, model_identity: dict, scoring: Any = None) -> CalibratedDecision | None:
-        """Load the calibration, check it fits this run, and build the decision; None without a calibration."""
+    def decision(self, kind: str, model_identity: dict, scoring: Any = None) -> Decision:
+        """The decision of this run: without a calibration the fixed labelmap threshold of ``scoring`` (a
+        ``ScoringOptions``; None for 2D images: no labelmap); with one, the calibration loaded, checked against
+        this run's kind, model and scoring options, at the requested false-positive rates."""
         if not self.calibration:
-            return None
+            return Decision(getattr(scoring, "threshold", None))
         calibration = Calibration.load(self.calibration)
         calibration.check(kind, model_identity, scoring)
         return CalibratedDecision(calibration, self.target_fpr, self.map_fpr, self.map_output)
+
+
+@dataclass
+class CalibrateOptions:
+    """
+    A calibration run (defaults in brackets).
+
+    Attributes:
+        dataset: read the normal images of this benchmark dataset layout (e.g. ``bmad-brain``) under the one input
+            root [None: the inputs are scans or images].
+        split: the dataset split whose normal images are used ["train": BMAD's and MedIAnomaly's normal-only split].
+        resume: reuse the parts of an earlier run made from the same files, model and options [False].
+        overwrite: replace an existing output [False].
+        progress: show a progress bar [True].
+    """
+
+    dataset: str | None = None
+    split: str = "train"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
 
 
 def _plain(value: Any) -> Any:
@@ -263,7 +290,48 @@ class Calibration:
                                            "and these options, or score with the calibration's.")
 
 
-class CalibratedDecision:
+class Decision:
+    """
+    What a job makes of the network's map and scores: the labelmap at a fixed threshold (``ScoringOptions.threshold``)
+    and nothing more. :class:`CalibratedDecision` adds thresholds, p-values and flags from a calibration.
+
+    Args:
+        threshold: the map value from which a voxel (pixel) is in the labelmap (None: no labelmap is made).
+    """
+
+    calibration: Calibration | None = None
+
+    def __init__(self, threshold: float | None) -> None:
+        self._threshold = threshold
+
+    @property
+    def map_threshold(self) -> float | None:
+        """The map value from which a voxel (pixel) is in the labelmap."""
+        return self._threshold
+
+    @property
+    def calibrated(self) -> CalibratedDecision | None:
+        """This decision when it comes from a calibration, else None."""
+        return None
+
+    def labelmap(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """uint8 labelmap of the voxels (pixels) at or above :attr:`map_threshold`."""
+        return (anomaly_map >= np.float32(self.map_threshold)).astype(np.uint8)
+
+    def output_map(self, anomaly_map: np.ndarray) -> np.ndarray:
+        """The map to write."""
+        return anomaly_map
+
+    def scan_fields(self, slice_scores, scored, scan_score: float) -> dict[str, Any]:
+        """Fields a calibration adds to a scan's scores JSON (none here)."""
+        return {}
+
+    def image_fields(self, image_score: float, anomaly_map: np.ndarray) -> dict[str, Any]:
+        """Fields a calibration adds to an image's row (none here)."""
+        return {}
+
+
+class CalibratedDecision(Decision):
     """
     Thresholds, p-values and flags from a calibration at requested false-positive rates.
 
@@ -292,6 +360,11 @@ class CalibratedDecision:
                     f"rate {fpr:g} needs at least {int(np.ceil(1 / fpr - 1 - 1e-9))} (p-values are >= 1 / (n + 1)); "
                     "calibrate on more normals or ask for a higher rate.")
             self.thresholds[level] = threshold
+        super().__init__(self.thresholds[calibration.map_level])
+
+    @property
+    def calibrated(self) -> CalibratedDecision:
+        return self
 
     def p_values(self, level: str, values) -> np.ndarray:
         return self.calibration.levels[level].p_values(values)
@@ -299,20 +372,6 @@ class CalibratedDecision:
     def flags(self, level: str, values) -> np.ndarray:
         """``p <= fpr`` at ``level`` (the same as ``value >= threshold``; nothing when the threshold is None)."""
         return self.p_values(level, values) <= self.fprs[level]
-
-    @property
-    def map_threshold(self) -> float:
-        """The map value from which a voxel (pixel) is in the labelmap (a bin edge: exact in float32)."""
-        return self.thresholds[self.calibration.map_level]
-
-    def scoring_options(self, options):
-        """``options`` (a dataclass with a ``threshold`` field) with the labelmap threshold replaced by the calibrated
-        one, so the labelmap is made where it always is (on the device)."""
-        return replace(options, threshold=self.map_threshold)
-
-    def labelmap(self, anomaly_map: np.ndarray) -> np.ndarray:
-        """uint8 labelmap of the voxels (pixels) flagged at the map false-positive rate."""
-        return (anomaly_map >= np.float32(self.map_threshold)).astype(np.uint8)
 
     def output_map(self, anomaly_map: np.ndarray) -> np.ndarray:
         """The map to write: the probabilities as they are, or their calibrated voxel p-values (float32)."""
@@ -352,7 +411,7 @@ class CalibratedDecision:
             "scan_flag": bool(scan_p <= self.target_fpr),
         }
 
-    def image_fields(self, image_score: float) -> dict[str, Any]:
-        """An image's p-value and flag (2D images)."""
+    def image_fields(self, image_score: float, anomaly_map: np.ndarray) -> dict[str, Any]:
+        """An image's p-value and flag, and its pixels in the labelmap (2D images)."""
         p = float(self.p_values("image", [image_score])[0])
-        return {"p_value": p, "flag": bool(p <= self.target_fpr)}
+        return {"p_value": p, "flag": bool(p <= self.target_fpr), "flagged_pixels": int(self.labelmap(anomaly_map).sum())}

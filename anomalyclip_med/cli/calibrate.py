@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from anomalyclip_med.calibration.run import CalibrateOptions
 from anomalyclip_med.cli.options import (
     add_model_options,
     add_scan_options,
+    existing_inputs,
     model_options_from_args,
     scoring_options_from_args,
 )
-from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.io.cases import CASE_NAMING
+from anomalyclip_med.calibration.calibration import CalibrateOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="reuse the parts of an earlier run made from the same files, model and options")
     p.add_argument("--overwrite", action="store_true", default=CalibrateOptions.overwrite,
                    help="replace an existing --out")
+    p.add_argument("--case-name", default=BatchOptions.case_name, choices=CASE_NAMING,
+                   help="how cases are named in the parts folder (as score's --case-name)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
                    help="no progress bar")
     g = p.add_argument_group("scoring (scans; score/evaluate must use the same with this calibration)")
@@ -52,17 +56,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomalyclip_med.calibration.run import calibrate
-
-    # every option is checked (by its dataclass) before any input is read or weights load
+    # every input is found and every option checked (by its dataclass) before the run's modules import
+    inputs = existing_inputs(args.inputs)
     scoring = scoring_options_from_args(args)
     loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
     options = CalibrateOptions(dataset=args.dataset, split=args.split, resume=args.resume, overwrite=args.overwrite,
                                progress=args.progress)
-    done = calibrate(args.inputs, args.out, model_options_from_args(args), scoring, loading, options)
-    cal = done.calibration
-    kind = "scans" if cal.kind == "scans" else "images"
-    print(f"calibrated on {cal.counts['cases']} normal {kind} ({done.scored} scored, {done.reused} reused, "
-          f"{len(done.failed)} failed): {cal.counts['slices']} {cal.item_level}s, {cal.counts['voxels']} "
+    model = model_options_from_args(args)
+    batch = BatchOptions(case_name=args.case_name)
+    from anomalyclip_med.api import calibrate
+
+    done = calibrate(inputs, args.out, model, scoring, loading, options, batch)
+    if done is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    cal, counts = done.calibration, done.summary.counts
+    print(f"calibrated on {cal.counts['cases']} normal {cal.kind} ({counts['scored']} scored, {counts['reused']} "
+          f"reused, {counts['failed']} failed): {cal.counts['slices']} {cal.item_level}s, {cal.counts['voxels']} "
           f"{cal.map_level}s" + (f" -> {args.out}" if cal.counts["cases"] else "; nothing written"))
-    return 2 if done.failed or not cal.counts["cases"] else 0
+    return 2 if counts["failed"] or not cal.counts["cases"] else 0

@@ -6,6 +6,7 @@ cohort manifest (per-case metrics, summary, report and figures). Runs as one pro
 from __future__ import annotations
 
 import argparse
+import os
 
 from anomalyclip_med.cli.options import (
     add_batch_options,
@@ -13,6 +14,7 @@ from anomalyclip_med.cli.options import (
     add_model_options,
     add_scan_options,
     calibration_options_from_args,
+    existing_inputs,
     model_options_from_args,
     scoring_options_from_args,
 )
@@ -66,11 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomalyclip_med.evaluation.run import evaluate
-
+    # every input is found and every option checked (by its dataclass) before the run's modules import
+    existing_inputs([args.root])
     # --batch-size counts images for a benchmark and slices for a manifest; each options class takes it
-    run = evaluate(
-        args.dataset, args.root, args.out, model_options_from_args(args),
+    options = dict(
         benchmark=BenchmarkOptions(split=args.split, limit=args.limit, batch_size=args.batch_size,
                                    num_workers=args.num_workers, metric_set=args.metric_set,
                                    overwrite=args.overwrite),
@@ -79,4 +80,8 @@ def run(args: argparse.Namespace) -> int:
         scoring=scoring_options_from_args(args), progress=args.progress,
         calibration=calibration_options_from_args(args),
     )
-    return 2 if run.get("cases", {}).get("failed") else 0  # some cases failed alone
+    model = model_options_from_args(args)
+    from anomalyclip_med.api import evaluate
+
+    summary = evaluate(args.dataset, args.root, args.out, model, **options)
+    return summary.exit_status if int(os.environ.get("RANK", "0")) == 0 else 0  # some cases failed alone

@@ -14,6 +14,7 @@ from anomalyclip_med.transforms.windows import PRESETS
 from anomalyclip_med.weights import CACHE_ENV, DEFAULT_PROMPTS, UNTRAINED, WEIGHTS_DIR_ENV
 
 __all__ = [
+    "existing_inputs",
     "add_model_options",
     "model_options_from_args",
     "add_scan_options",
@@ -23,6 +24,18 @@ __all__ = [
     "add_batch_options",
     "batch_options_from_args",
 ]
+
+
+def existing_inputs(paths: list[str]) -> list[str]:
+    """``paths`` once each exists: a wrong path is one ``error:`` line at once, before torch and MONAI import."""
+    from pathlib import Path
+
+    from anomalyclip_med.errors import InputError
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise InputError(f"Input '{missing[0]}' does not exist.")
+    return paths
 
 
 def add_model_options(parser: argparse.ArgumentParser, prompts: str = ModelOptions.prompts) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from anomalyclip_med.cli.options import (
+    add_batch_options,
     add_calibration_options,
     add_model_options,
+    batch_options_from_args,
     calibration_options_from_args,
+    existing_inputs,
     model_options_from_args,
 )
-from anomalyclip_med.inference.options import PREDICT_BATCH_SIZE
-from anomalyclip_med.network.factory import create_model
+from anomalyclip_med.inference.options import OutputOptions
 
 # torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
 
@@ -20,37 +23,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="score 2D images",
-        description="Write <name>_anomaly_map.npy (float32 in [0,1], the image's size) and <name>_overlay.png per "
-        "image, and scores.csv, into --out.",
+        description="Write <name>_anomaly_map.npy (float32 in [0,1], the image's size), <name>_overlay.png and "
+        "<name>_scores.json per image, and scores.csv listing every image, into --out. Folders are walked "
+        "(sub-folders too) and their layout is kept below --out. An image that fails is reported and the others go "
+        "on (exit 2 when any failed); --continue resumes an interrupted run.",
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
-                   help=f"images per forward pass (default {PREDICT_BATCH_SIZE})")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_batch_options(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=OutputOptions.progress,
+                   help="no progress bar")
     add_calibration_options(p)
     add_model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomalyclip_med.inference.images2d import predict_images
-    from anomalyclip_med.io.images import list_images
+    # every input is found and every option checked before the run's modules import
+    inputs = existing_inputs(args.inputs)
+    options = model_options_from_args(args), batch_options_from_args(args), calibration_options_from_args(args)
+    from anomalyclip_med.api import predict
 
-    images = list_images(args.inputs)  # fail on a bad path before loading any weights
-    calibration = calibration_options_from_args(args)
-    calibration.check("images")
-    model = create_model(model_options_from_args(args))
-    decision = calibration.decision("images", model.identity())
-    if model.untrained_warning:
-        print(model.untrained_warning)
-    results = predict_images(model, images, args.out, batch_size=args.batch_size, overwrite=args.overwrite,
-                             decision=decision)
-    if decision is not None:
-        flagged = sum(r.calibrated["flag"] for r in results)
-        print(f"{flagged} of {len(results)} images flagged at false-positive rate {decision.target_fpr} "
-              f"(image threshold {decision.thresholds['image']}, pixel threshold {decision.thresholds['pixel']})")
-    print(f"wrote {len(results)} anomaly maps and scores.csv to {args.out}")
-    if model.untrained_warning:
-        print(model.untrained_warning)
-    return 0
+    summary = predict(inputs, args.out, *options, progress=args.progress)
+    flagged = [r for r in summary.results if r.ok and r.record.get("flag")]
+    if options[2].calibration:
+        print(f"{len(flagged)} of {len(summary.results)} images flagged at false-positive rate "
+              f"{options[2].target_fpr}")
+    print(f"wrote {summary.counts['scored'] + summary.counts['reused']} anomaly maps and scores.csv to {args.out}")
+    return summary.exit_status if int(os.environ.get("RANK", "0")) == 0 else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import os
 
 from anomalyclip_med.cli.options import (
     add_batch_options,
@@ -12,12 +12,11 @@ from anomalyclip_med.cli.options import (
     add_scan_options,
     batch_options_from_args,
     calibration_options_from_args,
+    existing_inputs,
     model_options_from_args,
     scoring_options_from_args,
 )
 from anomalyclip_med.inference.options import LoadingOptions, OutputOptions, ScoringOptions
-from anomalyclip_med.io.cases import find_cases
-from anomalyclip_med.network.factory import create_model, resolve_device
 
 # torch, MONAI and open_clip are imported where a command runs, not here: --help and argument errors stay fast
 
@@ -55,26 +54,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomalyclip_med.inference.batch import ScanBatchRunner
-    from anomalyclip_med.utils.distributed import DistributedContext
+    # every input is found and every option checked (by its dataclass) before the run's modules import
+    inputs = existing_inputs(args.inputs)
+    options = (model_options_from_args(args), scoring_options_from_args(args),
+               LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index),
+               OutputOptions(dicom_seg=args.dicom_seg, progress=args.progress), batch_options_from_args(args),
+               calibration_options_from_args(args))
+    from anomalyclip_med.api import score
 
-    # every option is checked (by its dataclass) before any input is read or weights load
-    scoring = scoring_options_from_args(args)
-    loading = LoadingOptions(series_uid=args.series_uid, volume_index=args.volume_index)
-    output = OutputOptions(dicom_seg=args.dicom_seg, progress=args.progress)
-    calibration = calibration_options_from_args(args)
-    batch = batch_options_from_args(args)
-    model_options = model_options_from_args(args)
-    calibration.check("scans", scoring)
-    cases = find_cases(args.inputs, batch.case_name, args.out)
-    runner = ScanBatchRunner(cases, args.out, scoring, loading, output, batch.resume, progress=args.progress)
-    runner.preflight()  # before any weights load
-    # under torchrun each process scores every WORLD_SIZE-th case (outputs are per case, so they do not meet)
-    with DistributedContext.from_env(resolve_device(model_options.device)) as ctx:
-        model = create_model(replace(model_options, device=str(ctx.device)))
-        if model.untrained_warning and ctx.is_main:
-            print(model.untrained_warning)
-        runner.use_decision(calibration.decision("scans", model.identity(), scoring))
-        summary = runner.run(model, ctx)
-    # rank 0 alone reports failed cases by its status: torchrun stops the other ranks as soon as one exits non-zero
-    return summary.exit_status if ctx.is_main else 0
+    summary = score(inputs, args.out, *options)
+    # under torchrun rank 0 alone reports failed cases by its status: torchrun stops the other ranks as soon as one
+    # exits non-zero
+    return summary.exit_status if int(os.environ.get("RANK", "0")) == 0 else 0

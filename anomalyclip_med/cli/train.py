@@ -43,14 +43,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomalyclip_med.training.run import train_on_dataset
-
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, num_workers=args.num_workers,
         csv_log=args.csv_log, tensorboard=args.tensorboard, progress=args.progress and sys.stderr.isatty(),
     )
     data = TrainData(root=args.data, format=args.format, split=args.split)
-    result = train_on_dataset(data, args.out, settings, model_options_from_args(args), resume=args.resume)
+    model = model_options_from_args(args)
+    from anomalyclip_med.api import train
+
+    result = train(data, args.out, settings, model, resume=args.resume)
     if result is None:  # a torchrun process other than rank 0
         return 0
     if result.history:

@@ -22,12 +22,11 @@ if TYPE_CHECKING:
     from anomalyclip_med.transforms.intensity import IntensityPreset
 
 __all__ = [
-    "AGGREGATIONS", "PREDICT_BATCH_SIZE", "RESUME_MODES", "LoadingOptions", "ScoringOptions", "OutputOptions",
+    "AGGREGATIONS", "RESUME_MODES", "LoadingOptions", "ScoringOptions", "OutputOptions",
     "BatchOptions", "scan_options_record"
 ]
 
 AGGREGATIONS = ("topk_mean", "max", "mean")
-PREDICT_BATCH_SIZE = 8  # 2D images per forward pass (the predict command's --batch-size default)
 # what a batch does with existing outputs: "refuse" them before it starts; "continue": reuse finished cases made
 # from the same input, model and options and compute the others; "overwrite": compute every case again
 RESUME_MODES = ("refuse", "continue", "overwrite")

@@ -1,6 +1,8 @@
 """
-Score one scan end to end: load it, run AnomalyCLIP slice by slice, aggregate a scan score, and write the
-anomaly map, labelmap, scores JSON, overlay montage (and optionally a DICOM SEG) in the scan's own geometry.
+One scan's stages, as the run engine's scan job (:class:`anomalyclip_med.runs.scans.ScanJob`) runs them: read it
+and plan its slices (:func:`prepare_scan`, host), run AnomalyCLIP slice by slice and aggregate a scan score
+(:func:`compute_scan`, device), and write the anomaly map, labelmap, scores JSON, overlay montage (and optionally a
+DICOM SEG) in the scan's own geometry, whole or not at all (:func:`write_scan`, host).
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_tensor
 
 from anomalyclip_med import __version__
-from anomalyclip_med.calibration.calibration import CalibratedDecision
-from anomalyclip_med.errors import InputError
+from anomalyclip_med.calibration.calibration import Decision
 from anomalyclip_med.inference.options import (
     AGGREGATIONS,
     LoadingOptions,
@@ -30,28 +31,25 @@ from anomalyclip_med.inference.options import (
 )
 from anomalyclip_med.inference.slices import SlicePlan, SliceScores, plan_slices, score_planned
 from anomalyclip_med.io.case_outputs import write_case_outputs
-from anomalyclip_med.io.cases import input_fingerprint
+from anomalyclip_med.io.cases import OutputLayout, ScanCase, input_fingerprint
 from anomalyclip_med.io.scans import case_id_of, load_volume
 from anomalyclip_med.io.writers import write_dicom_seg, write_montage, write_volume
 from anomalyclip_med.network.model import AnomalyCLIP
-from anomalyclip_med.utils.paths import check_outputs
 
 __all__ = [
     "OUTPUT_SUFFIXES",
     "DICOM_SEG_SUFFIX",
-    "ScanResult",
     "PreparedScan",
     "ScoredScan",
     "aggregate_scores",
     "case_id_of",
+    "scan_layout",
     "expected_outputs",
-    "check_destination",
     "resume_record",
     "scan_report",
     "prepare_scan",
     "compute_scan",
     "write_scan",
-    "score_scan",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,38 +64,13 @@ DICOM_SEG_SUFFIX = "_anomaly_seg.dcm"
 _MONTAGE_TILE = 256
 
 
-@dataclass
-class ScanResult:
-    """
-    What :func:`score_scan` wrote and computed for one scan.
-
-    Attributes:
-        case_id: the case name used in the output file names.
-        source: the scan's path as given.
-        map_path: ``<case>_anomaly_map.nii.gz``.
-        seg_path: ``<case>_anomaly_seg.nii.gz``.
-        scores_path: ``<case>_scores.json``.
-        slice_scores: score of each slice along the slicing axis, in the scan's voxel order (0 if not scored).
-        scan_score: the aggregated scan score.
-        montage_path: ``<case>_overlay.png``.
-        dicom_seg_path: ``<case>_anomaly_seg.dcm`` when requested.
-        preset: the intensity preset used (``auto`` resolved).
-        scored_slices: how many slices went through the network.
-        report: the scores JSON content as written.
-    """
-
-    case_id: str
-    source: str
-    map_path: Path
-    seg_path: Path
-    scores_path: Path
-    slice_scores: list[float]
-    scan_score: float
-    montage_path: Path | None = None
-    dicom_seg_path: Path | None = None
-    preset: str = ""
-    scored_slices: int = 0
-    report: dict[str, Any] | None = None
+def scan_layout(out_dir: str | os.PathLike, dicom_seg: bool = False) -> OutputLayout:
+    """Where a scan case's outputs go: ``<case>`` plus :data:`OUTPUT_SUFFIXES` (and :data:`DICOM_SEG_SUFFIX` when
+    asked for) in the case's folder below ``out_dir``."""
+    names = {key: "{case}" + suffix for key, suffix in OUTPUT_SUFFIXES.items()}
+    if dicom_seg:
+        names["dicom_seg"] = "{case}" + DICOM_SEG_SUFFIX
+    return OutputLayout(Path(out_dir), names)
 
 
 def expected_outputs(
@@ -109,11 +82,9 @@ def expected_outputs(
     stem]. ``scores`` is renamed into place last and lists the others' sizes and hashes
     (:func:`anomalyclip_med.io.case_outputs.read_finished_case`).
     """
-    case = case_id or case_id_of(source)
-    out = {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
-    if dicom_seg and Path(source).is_dir():
-        out["dicom_seg"] = Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
-    return out
+    case = ScanCase(case_id or case_id_of(source), Path(source))
+    layout = scan_layout(out_dir, dicom_seg and case.source.is_dir())
+    return layout.paths(case)
 
 
 def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str = "topk_mean", topk: int = 5) -> float:
@@ -131,13 +102,6 @@ def aggregate_scores(slice_scores: np.ndarray, scored: np.ndarray, method: str =
     if method == "mean":
         return float(values.mean())
     raise ValueError(f"Unknown aggregation {method!r}; choose one of {AGGREGATIONS}.")
-
-
-def _score_plan(
-    model: AnomalyCLIP, image, plan: SlicePlan, scoring: ScoringOptions, progress: bool, desc: str | None
-) -> tuple[SliceScores, float]:
-    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth, scoring.threshold, progress, desc)
-    return result, aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
 
 
 def _montage_slices(result: SliceScores, count: int) -> list[int]:
@@ -164,12 +128,12 @@ def _write_montage(
 
 
 def scan_report(
-    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions,
-    outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None, output: OutputOptions | None = None,
-    decision: CalibratedDecision | None = None, case_id: str | None = None,
+    model: AnomalyCLIP, image, result: SliceScores, scan_score: float, scoring: ScoringOptions, decision: Decision,
+    labelmap: np.ndarray, outputs: dict[str, Path] | None = None, loading: LoadingOptions | None = None,
+    output: OutputOptions | None = None, case_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``<case>_scores.json`` content of a scored scan (``image`` as loaded by
-    :func:`anomalyclip_med.io.scans.load_volume`), the case named ``case_id`` [the file stem]; with a calibration
+    :func:`anomalyclip_med.io.scans.load_volume`), the case named ``case_id`` [the file stem]; with a calibrated
     ``decision`` also each slice's and the scan's p-value and flag, and the calibration used."""
     meta = image.meta
     source = Path(meta["filename_or_obj"])
@@ -195,14 +159,14 @@ def scan_report(
         "scored": [bool(s) for s in result.scored],
         "scan_score": scan_score,
         "aggregation": {"method": scoring.aggregation, "topk": scoring.topk},
-        "threshold": scoring.threshold,
-        "anomalous_voxels": int((result.anomaly_map >= scoring.threshold).sum()),
+        "threshold": decision.map_threshold,
+        "anomalous_voxels": int(labelmap.sum()),
         "outputs": {k: p.name for k, p in (outputs or {}).items()},
         "options": scan_options_record(scoring, loading, output),
         "model": identity,
         "package_version": __version__,
         "warning": model.untrained_warning,
-        **(decision.scan_fields(result.slice_scores, result.scored, scan_score) if decision else {}),
+        **decision.scan_fields(result.slice_scores, result.scored, scan_score),
     }
 
 
@@ -234,37 +198,25 @@ class ScoredScan:
     scan_score: float
 
 
-def check_destination(source: str | os.PathLike, out_dir: str | os.PathLike, output: OutputOptions) -> None:
-    """Refuse, before any work, a scan that does not exist or outputs that may not be written
-    (:func:`anomalyclip_med.utils.paths.check_outputs`). A batch is checked whole instead, by
-    :meth:`anomalyclip_med.inference.batch.ScanBatchRunner.preflight`."""
-    source = Path(source)
-    if not source.exists():
-        raise InputError(f"Scan '{source}' does not exist.")
-    outputs = expected_outputs(source, out_dir, output.dicom_seg)
-    check_outputs(out_dir, outputs.values(), [source], output.overwrite)
-
-
 def prepare_scan(
-    source: str | os.PathLike, out_dir: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions,
-    output: OutputOptions, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False,
+    source: str | os.PathLike, outputs: dict[str, Path], scoring: ScoringOptions, loading: LoadingOptions,
+    image_size: int, mean: tuple[float, ...], std: tuple[float, ...], pin_memory: bool = False,
     case_id: str | None = None, loader: Callable[[Path], Any] | None = None,
 ) -> PreparedScan:
     """
     The host side before the network: read the scan whole and plan its slices (preset, foreground test). Runs
-    ahead of the network in :class:`anomalyclip_med.inference.pipeline.StagedPipeline`; the destination is
-    checked before (:func:`check_destination`).
+    ahead of the network in the run engine's reader thread.
 
     Args:
+        outputs: where the case's outputs go (:func:`scan_layout`).
         image_size, mean, std: the network input's side and normalisation (``model.config.image_size``,
             ``model.mean``, ``model.std``; the model itself is not touched here).
         pin_memory: put the scan in page-locked memory for a fast, asynchronous upload to a CUDA device.
         case_id: the case name [the file stem].
         loader: reads the scan from its path [:class:`LoadScan` with ``loading``'s series/volume choice].
     """
-    source, out_dir = Path(source), Path(out_dir)
+    source = Path(source)
     case = case_id or case_id_of(source)
-    outputs = expected_outputs(source, out_dir, output.dicom_seg, case)
     image = loader(source) if loader else load_volume(source, loading.series_uid, loading.volume_index)
     plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
                        scoring.min_foreground, body_mask=scoring.body_mask)
@@ -276,11 +228,13 @@ def prepare_scan(
 
 
 def compute_scan(
-    model: AnomalyCLIP, prepared: PreparedScan, scoring: ScoringOptions, progress: bool = False
+    model: AnomalyCLIP, prepared: PreparedScan, scoring: ScoringOptions, decision: Decision, progress: bool = False
 ) -> ScoredScan:
-    """The device side: every planned slice through the network, map post-processing on the model's device, and
-    one device-to-host copy of the final volumes."""
-    result, scan_score = _score_plan(model, prepared.image, prepared.plan, scoring, progress, prepared.case_id)
+    """The device side: every planned slice through the network, map post-processing and the ``decision``'s
+    labelmap on the model's device, and one device-to-host copy of the final volumes."""
+    result = score_planned(model, prepared.image, prepared.plan, scoring.batch_size, scoring.z_smooth,
+                           decision.map_threshold, progress, prepared.case_id)
+    scan_score = aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
     g = result.geometry
     logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", prepared.case_id, result.preset.name,
                 result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
@@ -289,49 +243,36 @@ def compute_scan(
 
 def write_scan(
     model: AnomalyCLIP, prepared: PreparedScan, scored: ScoredScan, scoring: ScoringOptions, loading: LoadingOptions,
-    output: OutputOptions, decision: CalibratedDecision | None = None,
-) -> ScanResult:
+    output: OutputOptions, decision: Decision,
+) -> dict[str, Any]:
     """
     Write a scored scan's outputs whole or not at all (:func:`anomalyclip_med.io.case_outputs.write_case_outputs`:
     temporaries, fsync, the scores JSON last listing the others' sizes and hashes, with the
-    :func:`resume_record`). Reads only the model's identity, so it can run beside the network.
+    :func:`resume_record`) and return the scores JSON as written. Reads only the model's identity, so it can run
+    beside the network.
     """
     image, outputs, result, scan_score = prepared.image, prepared.outputs, scored.result, scored.scan_score
-    seg = result.labelmap if result.labelmap is not None else (result.anomaly_map >= scoring.threshold).astype(np.uint8)
+    seg = result.labelmap if result.labelmap is not None else decision.labelmap(result.anomaly_map)
+    threshold = decision.map_threshold
     writers: dict[str, Callable[[str], None]] = {
-        "map": lambda p: write_volume(result.anomaly_map if decision is None else decision.output_map(result.anomaly_map),
-                                     image.meta, p),
+        "map": lambda p: write_volume(decision.output_map(result.anomaly_map), image.meta, p),
         "seg": lambda p: write_volume(seg, image.meta, p, label=True),
-        "montage": lambda p: _write_montage(p, image, result, output.montage_slices, scoring.threshold,
+        "montage": lambda p: _write_montage(p, image, result, output.montage_slices, threshold,
                                             model.untrained_warning),
     }
     if "dicom_seg" in outputs:
         writers["dicom_seg"] = lambda p: write_dicom_seg(
             seg, image.meta["original_affine"], image.meta["dicom_files"], p, __version__,
-            f"AnomalyCLIP anomaly >= {scoring.threshold:g}")
-    report = scan_report(model, image, result, scan_score, scoring, outputs, loading, output, decision,
+            f"AnomalyCLIP anomaly >= {threshold:g}")
+    report = scan_report(model, image, result, scan_score, scoring, decision, seg, outputs, loading, output,
                          prepared.case_id)
     record = resume_record(model, prepared.source, scoring, loading, output, decision)
-    report = write_case_outputs(outputs, writers, {**report, **record})
-    return ScanResult(
-        case_id=prepared.case_id,
-        source=str(prepared.source),
-        map_path=outputs["map"],
-        seg_path=outputs["seg"],
-        scores_path=outputs["scores"],
-        slice_scores=[float(s) for s in result.slice_scores],
-        scan_score=scan_score,
-        montage_path=outputs["montage"],
-        dicom_seg_path=outputs.get("dicom_seg"),
-        preset=result.preset.name,
-        scored_slices=int(result.scored.sum()),
-        report=report,
-    )
+    return write_case_outputs(outputs, writers, {**report, **record})
 
 
 def resume_record(
     model: AnomalyCLIP, source: str | os.PathLike, scoring: ScoringOptions, loading: LoadingOptions | None = None,
-    output: OutputOptions | None = None, decision: CalibratedDecision | None = None,
+    output: OutputOptions | None = None, decision: Decision | None = None,
 ) -> dict[str, Any]:
     """
     What a finished case was computed from, stored in its scores JSON and compared on resume: ``input`` (the
@@ -341,49 +282,5 @@ def resume_record(
     """
     record = {"input": input_fingerprint(source), "model": model.identity(),
               "options": scan_options_record(scoring, loading, output),
-              "calibration_sha256": decision.calibration.sha256 if decision is not None else None}
+              "calibration_sha256": decision.calibration.sha256 if decision and decision.calibration else None}
     return json.loads(json.dumps(record, default=str))
-
-
-def score_scan(
-    model: AnomalyCLIP,
-    source: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    scoring: ScoringOptions | None = None,
-    loading: LoadingOptions | None = None,
-    output: OutputOptions | None = None,
-    decision: CalibratedDecision | None = None,
-) -> ScanResult:
-    """
-    Score one scan and write its outputs into ``out_dir`` (see :func:`expected_outputs`): :func:`prepare_scan`,
-    :func:`compute_scan` and :func:`write_scan` in turn (a cohort overlaps them with
-    :class:`anomalyclip_med.inference.pipeline.ScanPipeline`).
-
-    Outputs, all in the input scan's voxel grid and geometry (same shape, affine, spacing, orientation):
-    ``<case>_anomaly_map.nii.gz`` (float32, 0..1), ``<case>_anomaly_seg.nii.gz`` (uint8 0/1 labelmap at
-    ``scoring.threshold``), ``<case>_scores.json``, ``<case>_overlay.png`` and, for DICOM input with
-    ``output.dicom_seg``, ``<case>_anomaly_seg.dcm``. Nothing is written until every output is computed; each
-    is written to a temporary file and renamed, the scores JSON last. Inputs are never modified.
-
-    Args:
-        model: the AnomalyCLIP network.
-        source: a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder.
-        out_dir: output folder (created if needed).
-        scoring: how the scan is scored (defaults: :class:`ScoringOptions`).
-        loading: which volume of the input is scored (defaults: :class:`LoadingOptions`).
-        output: what is written and how (defaults: :class:`OutputOptions`).
-        decision: thresholds, p-values and flags from a calibration on normals (its labelmap threshold replaces
-            ``scoring.threshold``).
-
-    Raises:
-        InputError: a bad scan, or an unwritable output folder.
-        OutputExistsError: outputs exist and ``output.overwrite`` is false.
-    """
-    scoring, loading, output = scoring or ScoringOptions(), loading or LoadingOptions(), output or OutputOptions()
-    check_destination(source, out_dir, output)
-    if decision is not None:
-        scoring = decision.scoring_options(scoring)
-    prepared = prepare_scan(source, out_dir, scoring, loading, output, model.config.image_size, model.mean,
-                            model.std, pin_memory=model.device.type == "cuda")
-    scored = compute_scan(model, prepared, scoring, output.progress)
-    return write_scan(model, prepared, scored, scoring, loading, output, decision)

@@ -1,7 +1,8 @@
 """
-Which scans a batch holds, what each case is called, and where its outputs go.
+Which inputs a batch holds, what each case is called, and where its outputs go (:class:`OutputLayout`).
 
-One rule for ``score``, ``evaluate --dataset manifest`` and the bundle: a case is named after its file stem (a
+One rule for ``score``, ``predict``, ``calibrate``, ``evaluate --dataset manifest`` and the bundle, for scans and
+2D images alike: a case is named after its file stem (a
 DICOM series after its folder); where names collide, after enough of its parent folders to be unique
 (``case_0/FLAIR.nii.gz`` and ``case_1/FLAIR.nii.gz`` become ``case_0_FLAIR`` and ``case_1_FLAIR``). Outputs mirror
 the inputs' folders below the folder they were found in (a folder given on the command line, the bundle's
@@ -21,12 +22,17 @@ from pathlib import Path
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.dicom import has_dicom_files
-from anomalyclip_med.io.names import VOLUME_SUFFIXES, safe_case_id, volume_suffix
+from anomalyclip_med.io.names import IMAGE_SUFFIXES, VOLUME_SUFFIXES, image_suffix, safe_case_id, volume_suffix
 
-__all__ = ["CASE_NAMING", "ScanCase", "find_cases", "datalist_cases", "name_cases", "input_fingerprint"]
+__all__ = [
+    "CASE_NAMING", "CASE_KINDS", "ScanCase", "OutputLayout", "find_cases", "datalist_cases", "name_cases",
+    "input_fingerprint",
+]
 
 # how batch cases are named: see name_cases
 CASE_NAMING = ("stem", "parent", "relpath")
+# what a case is: a scan (a volume file or a DICOM series folder) or a 2D image file
+CASE_KINDS = ("scans", "images")
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,42 @@ class ScanCase:
         return Path(out_dir) / self.subdir if self.subdir else Path(out_dir)
 
 
+@dataclass(frozen=True)
+class OutputLayout:
+    """
+    Where a job's cases write (as MONAI's ``FolderLayout``, for whole cases): the output folder, each case's
+    sub-folder mirroring its input's (:attr:`ScanCase.subdir`), and the file name of each output key.
+
+    Attributes:
+        out_dir: the output folder (absolute).
+        names: output key -> file name template, ``{case}`` standing for the case name
+            (``{"map": "{case}_anomaly_map.nii.gz", "metrics": "metrics.json"}``).
+    """
+
+    out_dir: Path
+    names: dict[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(os.path.abspath(self.out_dir)))
+
+    def folder(self, case: ScanCase) -> Path:
+        return case.output_dir(self.out_dir)
+
+    def paths(self, case: ScanCase, keys: Sequence[str] | None = None) -> dict[str, Path]:
+        """The case's output paths (of ``keys``, in that order [all])."""
+        folder = self.folder(case)
+        return {k: folder / self.names[k].format(case=case.name) for k in (keys or self.names)}
+
+
+def _case_suffix(path: Path) -> str | None:
+    return volume_suffix(path) or image_suffix(path)
+
+
 def _stem_parts(source: Path) -> list[str]:
-    """The scan's absolute path as name parts, its volume suffix dropped: ``/d/case_0/FLAIR.nii.gz`` ->
+    """The input's absolute path as name parts, its volume or image suffix dropped: ``/d/case_0/FLAIR.nii.gz`` ->
     ``[..., "d", "case_0", "FLAIR"]``."""
     path = Path(os.path.abspath(source))
-    suffix = None if path.is_dir() else volume_suffix(path)
+    suffix = None if path.is_dir() else _case_suffix(path)
     name = path.name[: -len(suffix)] if suffix else path.name
     return [p for p in path.parent.parts if p not in ("/", "")] + [name]
 
@@ -114,35 +151,41 @@ def _subdir(source: Path, root: Path | None) -> str:
     return "" if rel == "." else Path(rel).as_posix()
 
 
-def _walk(folder: Path, skip: Path | None) -> list[Path]:
-    """Volume files and DICOM series folders below ``folder`` (sorted; hidden entries and ``skip`` left out)."""
+def _walk(folder: Path, skip: Path | None, kind: str) -> list[Path]:
+    """The cases below ``folder`` (sorted; hidden entries and ``skip`` left out): volume files and DICOM series
+    folders (``kind="scans"``), or image files (``kind="images"``)."""
     found = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
             continue
         if entry.is_dir():
-            found.extend([entry] if has_dicom_files(entry) else _walk(entry, skip))
-        elif entry.is_file() and volume_suffix(entry):
+            found.extend([entry] if kind == "scans" and has_dicom_files(entry) else _walk(entry, skip, kind))
+        elif entry.is_file() and (volume_suffix(entry) if kind == "scans" else image_suffix(entry)):
             found.append(entry)
     return found
 
 
 def find_cases(
-    inputs: Sequence[str | os.PathLike], naming: str = "stem", out_dir: str | os.PathLike | None = None
+    inputs: Sequence[str | os.PathLike], naming: str = "stem", out_dir: str | os.PathLike | None = None,
+    kind: str = "scans",
 ) -> list[ScanCase]:
     """
-    The cases of command-line inputs: a volume file or a DICOM series folder is one case placed at the top of
-    the output folder; a folder without DICOM files is walked (nested folders too), each volume file and each
-    DICOM series folder below it a case whose outputs mirror its folder below the walked one.
+    The cases of command-line inputs: a file (a volume or an image) or a DICOM series folder is one case placed at
+    the top of the output folder; any other folder is walked (nested folders too), each volume file and DICOM
+    series folder (``kind="scans"``) or image file (``kind="images"``) below it a case whose outputs mirror its
+    folder below the walked one.
 
     Args:
         inputs: files and folders as given.
         naming: the case naming rule (:data:`CASE_NAMING`).
         out_dir: the output folder, left out of the walk (it may lie inside an input folder's parent).
+        kind: one of :data:`CASE_KINDS`.
 
     Raises:
-        InputError: a path that does not exist, a folder holding no scans, clashing inputs.
+        InputError: a path that does not exist, a folder holding no cases, clashing inputs.
     """
+    if kind not in CASE_KINDS:
+        raise InputError(f"Unknown case kind {kind!r}; one of {', '.join(CASE_KINDS)}.")
     skip = Path(out_dir).resolve() if out_dir is not None else None
     sources: list[Path] = []
     roots: list[Path | None] = []
@@ -150,11 +193,12 @@ def find_cases(
     for p in map(Path, inputs):
         if not p.exists():
             raise InputError(f"Input '{p}' does not exist.")
-        if p.is_dir() and not has_dicom_files(p):
-            found = _walk(p, skip)
+        if p.is_dir() and not (kind == "scans" and has_dicom_files(p)):
+            found = _walk(p, skip, kind)
             if not found:
-                raise InputError(f"Folder '{p}' holds neither DICOM series nor volume files "
-                                 f"({', '.join(VOLUME_SUFFIXES)}), also in its sub-folders.")
+                what = (f"neither DICOM series nor volume files ({', '.join(VOLUME_SUFFIXES)})" if kind == "scans"
+                        else f"no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(f"Folder '{p}' holds {what}, also in its sub-folders.")
             sources += found
             roots += [p] * len(found)
             walked += [p] * len(found)

@@ -11,10 +11,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from anomalyclip_med.errors import InputError
+from anomalyclip_med.io.names import IMAGE_SUFFIXES
 
 __all__ = ["IMAGE_SUFFIXES", "OPEN_ERRORS", "open_image", "check_image", "list_images", "to_rgb", "read_image"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

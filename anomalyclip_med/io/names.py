@@ -10,16 +10,25 @@ import re
 import unicodedata
 from pathlib import Path
 
-__all__ = ["NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id"]
+__all__ = [
+    "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "IMAGE_SUFFIXES", "volume_suffix", "image_suffix", "case_id_of", "safe_case_id"
+]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # 2D images (predict)
 
 
 def volume_suffix(path: str | os.PathLike) -> str | None:
     """The volume file suffix of ``path`` (lower case, e.g. ``".nii.gz"``), or ``None``."""
     name = Path(path).name.lower()
     return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), None)
+
+
+def image_suffix(path: str | os.PathLike) -> str | None:
+    """The 2D image suffix of ``path`` (lower case, e.g. ``".png"``), or ``None``."""
+    suffix = Path(path).suffix.lower()
+    return suffix if suffix in IMAGE_SUFFIXES else None
 
 
 def case_id_of(source: str | os.PathLike) -> str:
