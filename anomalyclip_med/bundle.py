@@ -422,10 +422,12 @@ def calibrate(dataset_dir: str | os.PathLike, out: str | os.PathLike, scoring: S
         The run; a case that fails is named and left out. The ``python -m monai.bundle`` process ends with status 2
         when any failed or none was calibrated.
     """
-    parts = {cls: {k: v for k, v in options.items() if k in _field_names(cls)}
-             for cls in (ModelOptions, LoadingOptions, BatchOptions)}
-    taken = {k for values in parts.values() for k in values}
-    settings = _options(CalibrateOptions, {k: v for k, v in options.items() if k not in taken})
+    # each key to the first class that has it, in JOB_OPTIONS's order (resume is the calibration's, not the batch's)
+    classes = (CalibrateOptions, ModelOptions, LoadingOptions, BatchOptions)
+    parts: dict[type, dict[str, Any]] = {cls: {} for cls in classes}
+    for key, value in options.items():
+        parts[next((c for c in classes if key in _field_names(c)), CalibrateOptions)][key] = value
+    settings = _options(CalibrateOptions, parts[CalibrateOptions])
     path = Path(dataset_dir)
     inputs = [path] if settings.dataset or path.suffix.lower() != ".json" else \
         [case.source for case in datalist_cases(path)]

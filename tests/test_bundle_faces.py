@@ -21,11 +21,13 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from anomalyclip_med import bundle as bundle_module
-from anomalyclip_med.bundle import FIELD_OF, JOB_OPTIONS, as_bool, resume_mode
-from anomalyclip_med.calibration import Calibration
+from anomalyclip_med.bundle import as_bool, resume_mode
+from anomalyclip_med.calibration import Calibration, CalibrateOptions, CalibrationOptions
 from anomalyclip_med.calibration.calibration import CalibrationMismatchError
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, MissingWeightsError
-from anomalyclip_med.network import factory
+from anomalyclip_med.inference import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
+from anomalyclip_med.network import ModelOptions, factory
+from anomalyclip_med.training import TrainSettings
 from conftest import TESTS, TINY_CLIP_JSON, offline_env
 from scan_data import normal_volume
 
@@ -160,6 +162,14 @@ def _dataclass_default(cls: type, name: str):
     return field.default_factory() if field.default is MISSING else field.default
 
 
+# Which option dataclasses each job's keys are fields of, the first that has the field deciding (``seed`` is the
+# training's in train.json, the model's in calibrate.json): the same classes the command line builds for the job.
+JOBS = {
+    "inference": (ScoringOptions, ModelOptions, OutputOptions, BatchOptions, CalibrationOptions),
+    "calibrate": (CalibrateOptions, ScoringOptions, ModelOptions, LoadingOptions, BatchOptions),
+    "train": (TrainSettings, ModelOptions),
+}
+FIELD_OF = {"learning_rate": "lr", "max_epochs": "epochs"}  # train.json keys named as MONAI's bundles name them
 # defaults the bundle chooses itself, each an expression (never a copied literal): the prompts train.json saved
 # (evaluate.json), and each torchrun process's own GPU
 BUNDLE_CHOICES = {("evaluate.json", "prompts"), ("multi_gpu_train.json", "device"),
@@ -171,13 +181,11 @@ def test_every_config_reads_its_defaults_from_the_option_dataclasses(path, tmp_p
     parser = ConfigParser()
     parser.read_config([str(path.parent / name) for name in [*STACKS.get(path.name, []), path.name]])
     parser.update({"bundle_root": str(tmp_path)})  # a bundle without prompts or weights of its own
-    merged = parser.get()
-    job = re.search(r"check_overrides\('(\w+)'\)", json.dumps(merged["initialize"])).group(1)
-    bundle_module._check_keys(merged)  # every key is one the config uses: only a misspelt override is unused
+    job = {"inference.json": "inference", "calibrate.json": "calibrate"}.get(path.name, "train")
     checked = []
     for key, raw in json.loads(path.read_text()).items():
         field = FIELD_OF.get(key, key)
-        cls = next((c for c in JOB_OPTIONS[job] if field in c.__dataclass_fields__), None)
+        cls = next((c for c in JOBS[job] if field in c.__dataclass_fields__), None)
         if cls is None:
             continue
         default = _dataclass_default(cls, field)
@@ -192,6 +200,18 @@ def test_every_config_reads_its_defaults_from_the_option_dataclasses(path, tmp_p
             assert parser.get_parsed_content(key) == default, where
         checked.append(key)
     assert checked, path.name
+    assert JOBS == bundle_module.JOB_OPTIONS and FIELD_OF == bundle_module.FIELD_OF  # what check_overrides checks
+    assert f"check_overrides('{job}')" in json.dumps(parser.get()["initialize"])
+
+
+@pytest.mark.parametrize("path", _config_files(), ids=lambda p: p.name)
+def test_every_config_key_is_used_so_that_only_a_misspelt_override_is_not(path):
+    parser = ConfigParser()
+    parser.read_config([str(path.parent / name) for name in [*STACKS.get(path.name, []), path.name]])
+    bundle_module._check_keys(parser.get())
+    parser.update({"treshold": 0.9})
+    with pytest.raises(InputError, match="--treshold names no key"):
+        bundle_module._check_keys(parser.get())
 
 
 # ------------------------------------------------------------------------------ face disagreements 2 and 4
