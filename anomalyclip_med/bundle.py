@@ -372,13 +372,22 @@ def _monai_ids() -> set[str]:
     return ids
 
 
-def _check_keys(config: dict[str, Any]) -> None:
-    """Refuse a top-level key nothing refers to: ``python -m monai.bundle run`` (and ``ConfigWorkflow``) add a
-    misspelt override (``--treshold 0.9``) to the config as a new key, and the run would go on at the default."""
+def _check_keys(config: dict[str, Any], job: str) -> None:
+    """
+    Refuse a top-level key the config does not know: ``python -m monai.bundle run`` (and ``ConfigWorkflow``) add a
+    misspelt override (``--treshold 0.9``) to the config as a new key, and the run would go on at the default.
+
+    A key is known when something in the config refers to it (``@key``), when it is a field of the job's option
+    dataclasses or one of the bundle's settings (a nested override such as ``--scoring#threshold 0.3`` or
+    ``monai.bundle.load``'s ``network_def#backbone`` replaces the only reference to ``threshold`` / ``backbone``),
+    or when MONAI itself reads it (workflow properties, tracking settings).
+    """
+    known = {f for cls in JOB_OPTIONS[job] for f in _field_names(cls)} | set(FIELD_OF) | set(_SETTINGS)
     used = set(re.findall(r"@(\w+)", json.dumps(config, default=str))) | _monai_ids()
     for key in config:
-        if key not in used:
-            close = difflib.get_close_matches(key, [k for k in config if k in used and not k.startswith("_")], n=1)
+        if key not in used and FIELD_OF.get(key, key) not in known:
+            names = [k for k in config if (k in used or k in known) and not k.startswith("_")]
+            close = difflib.get_close_matches(key, names, n=1)
             raise InputError(f"bundle override --{key} names no key of this config"
                              + (f"; did you mean --{close[0]}?" if close else " (docs/README.md lists them)."))
 
@@ -394,7 +403,7 @@ def check_overrides(job: str) -> None:
     """
     parser = _evaluating_parser()
     config = parser.get()
-    _check_keys(config)
+    _check_keys(config, job)
     per_class: dict[type, dict[str, Any]] = {}
     for key in config:
         field = FIELD_OF.get(key, key)
