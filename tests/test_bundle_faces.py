@@ -9,6 +9,7 @@ calibration checked against a second, re-listed ScoringOptions).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ from anomalyclip_med.errors import AnomalyCLIPMedError, InputError, MissingWeigh
 from anomalyclip_med.inference import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.network import ModelOptions, factory
 from anomalyclip_med.training import TrainSettings
+from anomalyclip_med.utils.console import NOISY_LOGGERS
 from conftest import TESTS, TINY_CLIP_JSON, offline_env
 from scan_data import normal_volume
 
@@ -40,6 +42,15 @@ TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k}", v)]
 # configs a user runs on top of others (the README's commands)
 STACKS = {"evaluate.json": ["train.json"], "multi_gpu_train.json": ["train.json"],
           "multi_gpu_evaluate.json": ["train.json", "evaluate.json"]}
+
+
+@pytest.fixture(autouse=True)
+def _keep_logger_levels():
+    """The configs' first step quiets third-party loggers for the process; in-process runs leave them as found."""
+    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def _workflow(config: str, **overrides) -> ConfigWorkflow:
