@@ -372,24 +372,37 @@ def _monai_ids() -> set[str]:
     return ids
 
 
+def _nested_keys(value: Any) -> set[str]:
+    """The argument names below the top level (``scoring#threshold`` -> ``threshold``)."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _nested_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _nested_keys(v)}
+    return set()
+
+
 def _check_keys(config: dict[str, Any], job: str) -> None:
     """
     Refuse a top-level key the config does not know: ``python -m monai.bundle run`` (and ``ConfigWorkflow``) add a
     misspelt override (``--treshold 0.9``) to the config as a new key, and the run would go on at the default.
 
-    A key is known when something in the config refers to it (``@key``), when it is a field of the job's option
-    dataclasses or one of the bundle's settings (a nested override such as ``--scoring#threshold 0.3`` or
-    ``monai.bundle.load``'s ``network_def#backbone`` replaces the only reference to ``threshold`` / ``backbone``),
-    or when MONAI itself reads it (workflow properties, tracking settings).
+    A key is known when something in the config refers to it (``@key``) or MONAI itself reads it (workflow
+    properties, tracking settings), and an option key whose only reference a nested override replaced (``--scoring#
+    threshold 0.3``, ``monai.bundle.load``'s ``network_def#backbone``): a field of the job's option dataclasses that
+    some component still takes as an argument of that name.
     """
-    known = {f for cls in JOB_OPTIONS[job] for f in _field_names(cls)} | set(FIELD_OF) | set(_SETTINGS)
+    options = {f for cls in JOB_OPTIONS[job] for f in _field_names(cls)} | set(FIELD_OF) | set(_SETTINGS)
     used = set(re.findall(r"@(\w+)", json.dumps(config, default=str))) | _monai_ids()
+    arguments = {k for key, value in config.items() for k in _nested_keys(value) if key not in ("_meta_",)}
     for key in config:
-        if key not in used and FIELD_OF.get(key, key) not in known:
-            names = [k for k in config if (k in used or k in known) and not k.startswith("_")]
-            close = difflib.get_close_matches(key, names, n=1)
-            raise InputError(f"bundle override --{key} names no key of this config"
-                             + (f"; did you mean --{close[0]}?" if close else " (docs/README.md lists them)."))
+        if key in used or (key in options and key in arguments):
+            continue
+        names = [k for k in config if k in used and not k.startswith("_")]
+        close = difflib.get_close_matches(key, names, n=1)
+        if not close and key in _field_names(ScoringOptions) and "scoring" in config:
+            close = [f"scoring#{key}"]
+        raise InputError(f"bundle override --{key} names no key of this config"
+                         + (f"; did you mean --{close[0]}?" if close else " (docs/README.md lists them)."))
 
 
 def check_overrides(job: str) -> None:

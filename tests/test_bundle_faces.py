@@ -142,6 +142,7 @@ BAD_OVERRIDES = [
     ("inference.json", {"scoring#topk": "x"}, ["--scoring#topk 'x'", "an integer"]),
     ("inference.json", {"treshold": 0.9}, ["--treshold", "did you mean --threshold?"]),
     ("inference.json", {"scoring#threshold": 0.3, "continu": True}, ["--continu", "did you mean --continue?"]),
+    ("inference.json", {"topk": 3}, ["--topk names no key", "did you mean --scoring#topk?"]),
     ("calibrate.json", {"batch_size": 8.5}, ["--batch_size 8.5", "an integer"]),
     ("calibrate.json", {"resume": "maybe"}, ["--resume 'maybe'", "true or false"]),
     ("calibrate.json", {"presett": "brain"}, ["--presett", "did you mean --preset?"]),
