@@ -39,7 +39,6 @@ from anomalyclip_med.data.registry import load_samples
 from anomalyclip_med.errors import AnomalyCLIPMedError, InputError
 from anomalyclip_med.inference.options import BatchOptions, LoadingOptions, OutputOptions, ScoringOptions
 from anomalyclip_med.io.cases import ScanCase, datalist_cases
-from anomalyclip_med.network.config import AnomalyCLIPConfig
 from anomalyclip_med.network.factory import ModelOptions, resolve_device
 from anomalyclip_med.network.model import AnomalyCLIP
 from anomalyclip_med.network.net import AnomalyCLIPNet
@@ -47,7 +46,7 @@ from anomalyclip_med.runs.calibrate import CalibrationRun
 from anomalyclip_med.runs.engine import CaseRunner, RunSummary
 from anomalyclip_med.runs.monai import CaseEvaluator
 from anomalyclip_med.training.settings import TrainSettings
-from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError, resolve_weights
+from anomalyclip_med.weights import DEFAULT_PROMPTS, WeightsUnavailableError
 
 __all__ = [
     "JOB_OPTIONS",
@@ -60,7 +59,6 @@ __all__ = [
     "default_prompts",
     "default_weights_dir",
     "prompt_dataset",
-    "prompt_file",
     "preflight",
     "resume_mode",
     "run_batch",
@@ -176,29 +174,13 @@ def _user_errors(call: Callable[[], T], hint: str = "") -> T:
 class BundleNetwork(AnomalyCLIPNet):
     """
     The bundle's ``network_def``: :class:`anomalyclip_med.network.AnomalyCLIPNet` (same arguments, state dict and
-    outputs) whose construction errors (missing or unfit weights) end the run with one ``error:`` line naming
-    the bundle override that fixes it, instead of a traceback from inside the config parser.
+    outputs, built by ``create_model`` as ``score`` builds its network) whose construction errors (missing or unfit
+    weights, a damaged prompt file, a setting against the prompt file's) name the bundle override that fixes it
+    (one ``error:`` line in the ``python -m monai.bundle`` process, the exception in a library call).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # STOPGAP (bundlefaces) until the network is built by create_model: the configs' image_size default is
-        # ModelOptions's None ("the prompt file's, else 518"), which AnomalyCLIPNet does not take yet
-        if kwargs.get("image_size", 0) is None:
-            kwargs["image_size"] = AnomalyCLIPConfig.image_size
         _user_errors(lambda: super(BundleNetwork, self).__init__(*args, **kwargs), _FIX)
-
-
-def prompt_file(
-    prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None, backbone: str | None = None,
-    backbone_weights: str | None = None,
-) -> str | None:
-    """
-    The local file ``CheckpointLoader`` loads for the ``prompts`` override (a registry name is found or fetched);
-    ``None`` for untrained prompts. The backbone's named weights are found or fetched in the same step, so that an
-    offline run stops at start with one error naming every missing file.
-    """
-    weights = None if ModelOptions(backbone_weights=backbone_weights).random_weights else backbone_weights
-    return _user_errors(lambda: resolve_weights(backbone, weights, prompts, weights_dir).prompts, _FIX)
 
 
 def torch_device(name: str | torch.device) -> torch.device:
@@ -206,18 +188,11 @@ def torch_device(name: str | torch.device) -> torch.device:
     return _user_errors(lambda: torch.device(resolve_device(str(name))), "(bundle override --device)")
 
 
-def announce_prompts(prompt_file: str | None, prompts: str | os.PathLike | None, network: AnomalyCLIPNet) -> None:
-    """
-    Tell the network which file ``CheckpointLoader`` will load its prompts from (named in every report), and say
-    loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts).
-    """
-    if prompt_file is not None:
-        network.record_prompt_file(prompt_file, None if Path(str(prompts)).is_file() else str(prompts))
-    parts = ["the backbone has RANDOM weights"] if network.anomalyclip.backbone_info.random_weights else []
-    if prompt_file is None:
-        parts.append("the prompts are UNTRAINED (--prompts untrained)")
-    if parts:
-        print("WARNING: " + " and ".join(parts) + " - these scores are not meaningful.")
+def announce_prompts(network: AnomalyCLIPNet) -> None:
+    """Say loudly, once at start, when the scores will not mean anything (random backbone, or untrained prompts)."""
+    warning = network.anomalyclip.untrained_warning
+    if warning:
+        print(warning)
 
 
 def prompt_dataset(dataset: str, dataset_dir: str | os.PathLike, image_size: int, split: str = "test") -> AnomalyDataset:

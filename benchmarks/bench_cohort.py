@@ -11,7 +11,8 @@ slice are those of the real scans). Each configuration runs in a fresh process w
 - **baseline**: the baseline commit's ``score`` loop (``score_scan`` per scan, one after the other);
 - **sequential**: this checkout's stages (``prepare_scan`` -> ``compute_scan`` -> ``write_scan``) one after the
   other, in the calling thread;
-- **pipelined**: this checkout's ``ScanPipeline`` as ``score`` runs it (reading ahead, writing behind).
+- **pipelined**: this checkout's run engine (``CaseRunner`` with the scan job) as ``score`` runs it (reading ahead,
+  writing behind).
 
 For this checkout the table splits the time into stages: load (``load_volume``), preprocess (the rest of the host
 preparation: preset, foreground, body mask), network (``predict``, device-synchronised), postprocess (the rest of
@@ -136,21 +137,23 @@ def _network_bound(cfg: dict, model, scans: list[str]) -> dict:
 
 
 def candidate_child(cfg: dict) -> dict:
-    """This checkout: the stages in turn (``sequential``) or overlapped by ``ScanPipeline`` (``pipelined``)."""
+    """This checkout: the stages in turn (``sequential``) or overlapped by the run engine (``pipelined``)."""
     from anomalyclip_med.inference.options import OutputOptions, ScoringOptions
-    from anomalyclip_med.inference.pipeline import DEFAULT_PREFETCH, ScanPipeline
+    from anomalyclip_med.io.cases import find_cases
+    from anomalyclip_med.runs import DEFAULT_PREFETCH, CaseRunner, ScanJob
 
     model = _model(cfg)
     seconds = dict.fromkeys(STAGES, 0.0)
     _instrument(cfg, model, seconds)
     pipelined = cfg["mode"] == "pipelined"
-    pipeline = ScanPipeline(model, ScoringOptions(batch_size=cfg["batch"]), output=OutputOptions(progress=False),
-                            prefetch=DEFAULT_PREFETCH if pipelined else 0, background_write=pipelined)
+    job = ScanJob(cfg["out"], ScoringOptions(batch_size=cfg["batch"]), output=OutputOptions(progress=False))
+    runner = CaseRunner(find_cases(cfg["scans"], out_dir=cfg["out"]), cfg["out"], job, "overwrite", progress=False,
+                        prefetch=DEFAULT_PREFETCH if pipelined else 0, background_write=pipelined, quiet=True)
     start = time.perf_counter()
-    outcomes = list(pipeline.run((scan, cfg["out"]) for scan in cfg["scans"]))
+    outcomes = runner.run(lambda ctx: job.bind(model)).results
     _sync(cfg)
     wall = time.perf_counter() - start
-    failed = [str(o.error) for o in outcomes if not o.ok]
+    failed = [o.error for o in outcomes if not o.ok]
     if failed:
         raise SystemExit(f"cases failed: {failed}")
     prepare = sum(o.seconds["prepare"] for o in outcomes)

@@ -23,23 +23,26 @@ bundle, schema, model_pt, bundle_zip, work, tiny, mvtec, scans = map(Path, sys.a
 configs = bundle / "configs"
 meta = str(configs / "metadata.json")
 tiny_net = {"backbone": str(tiny), "backbone_weights": "none", "image_size": 56}
+# the network built from the config alone, its prompts loaded afterwards from MODEL_PT (the bundle's own prompts are
+# models/model.pt, which this source tree does not hold)
+tiny_untrained = {**tiny_net, "prompts": "untrained"}
 results: dict = {}
 
 verify_metadata(meta_file=meta, filepath=str(schema))
 results["verify_metadata"] = "ok"
 
 verify_net_in_out(net_id="network_def", meta_file=meta, config_file=str(configs / "inference.json"),
-                  bundle_root=str(bundle), p=4, n=2, **tiny_net)
+                  bundle_root=str(bundle), p=4, n=2, **tiny_untrained)
 results["verify_net_in_out"] = "ok"
 
 # TorchScript by tracing at a fixed input size, then the same batch through the traced and the eager network
 ts_file = work / "model.ts"
 ckpt_export(net_id="network_def", filepath=str(ts_file), ckpt_file=str(model_pt), meta_file=meta,
             config_file=str(configs / "inference.json"), bundle_root=str(bundle), use_trace=True,
-            input_shape=[1, 3, 56, 56], **tiny_net)
+            input_shape=[1, 3, 56, 56], **tiny_untrained)
 parser = ConfigParser()
 parser.read_config(str(configs / "inference.json"))
-parser.update({"bundle_root": str(bundle), **tiny_net})
+parser.update({"bundle_root": str(bundle), **tiny_untrained})
 eager = parser.get_parsed_content("network_def")
 eager.load_state_dict(torch.load(model_pt, weights_only=True))
 eager.eval()

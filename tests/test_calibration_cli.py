@@ -62,7 +62,7 @@ def test_calibrate_predict_on_synthetic_images(tmp_path, capsys):
     assert "model.config.image_size: calibrated with 56, this run has 112" in err[-1]
     # an existing output is not replaced without --overwrite
     assert main(["calibrate", *map(str, images[:2]), "--out", str(tmp_path / "calibration.json"), *TINY]) == 2
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert "exists (and 2 more); pass --continue" in capsys.readouterr().err
 
 
 def test_evaluate_reports_the_operating_point_on_a_bmad_tree(tmp_path, capsys):

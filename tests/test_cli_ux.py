@@ -194,6 +194,21 @@ def test_help_and_argument_errors_import_no_torch_monai_or_open_clip(argv):
     assert "anomalyclip_med" in _imported(proc) and not set(HEAVY) & _imported(proc)
 
 
+@pytest.mark.parametrize("command", [["score", "--out", "o"], ["predict", "--out", "o"], ["calibrate", "--out", "c.json"],
+                                     ["evaluate", "--dataset", "manifest", "--out", "o"]])
+def test_a_wrong_input_path_is_one_error_line_before_torch_imports(command, tmp_path):
+    """A mistyped input path is reported at once (one error line naming it, exit 2), before the run's heavy modules
+    import, not after the tens of seconds torch, MONAI and open_clip take to load."""
+    missing = tmp_path / "no_such_scan.nii.gz"
+    argv = [*command[:1], str(missing), *command[1:]]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "anomalyclip_med", *argv], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and errors == [f"error: Input '{missing}' does not exist."], proc.stderr[-2000:]
+    assert not set(HEAVY) & _imported(proc)
+
+
 def test_the_package_imports_its_network_on_first_use():
     code = ("import sys, anomalyclip_med; heavy = [m for m in {heavy} if m in sys.modules]; "
             "from anomalyclip_med import AnomalyCLIP, AnomalyCLIPConfig; import torch; "

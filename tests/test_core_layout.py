@@ -33,6 +33,57 @@ def _imports(path) -> set[str]:
     return found
 
 
+# The floors of the package, lowest first: a module imports only from its own floor and those below, so the data
+# flow io -> transforms -> network -> inference -> metrics/evaluation reads off the layout, and the run engine, the
+# typed API and the two faces (command line, bundle) sit on top. Function-level and TYPE_CHECKING imports count:
+# a loop hidden inside a function is still a loop.
+FLOORS = [
+    {"__init__", "_exports", "errors", "utils"},
+    {"weights"},
+    {"io"},
+    {"calibration"},
+    {"transforms"},
+    {"network"},
+    {"data"},
+    {"inference"},
+    {"metrics"},
+    {"training"},
+    {"evaluation"},
+    {"runs"},
+    {"api"},
+    {"bundle", "cli", "__main__"},
+]
+
+
+def _floor(part: str) -> int:
+    return next(i for i, names in enumerate(FLOORS) if part in names)
+
+
+def test_no_import_runs_up_a_floor():
+    """Every anomalyclip_med import (at module level or inside a function) targets the importer's floor or a lower
+    one; every sub-package and top-level module has a floor."""
+    up = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        here = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module == "anomalyclip_med":
+                targets = [f"anomalyclip_med.{a.name}" for a in node.names if a.name != "__version__"]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module]
+            else:
+                continue
+            for target in targets:
+                parts = target.split(".")
+                if parts[0] != "anomalyclip_med" or len(parts) < 2 or parts[1] == here:
+                    continue
+                if _floor(parts[1]) > _floor(here):
+                    up.append(f"{rel}:{node.lineno} imports {target}")
+    assert up == []
+
+
 def test_nothing_outside_cli_imports_cli():
     offenders = {
         str(p.relative_to(PACKAGE)): sorted(m for m in _imports(p) if m.startswith("anomalyclip_med.cli"))
@@ -41,6 +92,26 @@ def test_nothing_outside_cli_imports_cli():
         if "cli" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_weights_import_nothing_from_the_network():
+    """weights/ lies below network/: the network imports the weights layer, never the other way, not even inside a
+    function (relative imports resolved)."""
+    offenders = []
+    for path in sorted((PACKAGE / "weights").rglob("*.py")):
+        package = ["anomalyclip_med", *path.relative_to(PACKAGE).parent.parts]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            offenders += [(path.name, node.lineno, n) for n in names
+                          if n == "anomalyclip_med.network" or n.startswith("anomalyclip_med.network.")]
+    assert offenders == []
 
 
 def test_network_model_does_not_import_io_or_transforms():

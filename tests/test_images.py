@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.images import list_images, read_image
+from anomalyclip_med.io.cases import find_cases
+from anomalyclip_med.io.images import read_image
 
 
 def test_grayscale_rgba_palette_become_rgb(tmp_path):
@@ -44,14 +45,19 @@ def test_unreadable_file_is_named(tmp_path):
         read_image(bad)
 
 
-def test_list_images_recurses_dedups_and_rejects(tmp_path):
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    for p in ("a/1.png", "a/b/2.jpg", "a/notes.txt"):
+def test_image_cases_follow_the_one_naming_and_placement_rule(tmp_path):
+    """2D images are cases like scans: folders walked (only image files), outputs mirroring the folders, names
+    growing parent folders where stems collide, the same file twice refused."""
+    for p in ("a/1.png", "a/b/2.jpg", "a/notes.txt", "a/b/1.tif", "a/.hidden.png"):
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / p).write_bytes(b"x")
-    found = list_images([tmp_path / "a", tmp_path / "a" / "1.png"])
-    assert [p.name for p in found] == ["1.png", "2.jpg"]
+    cases = find_cases([tmp_path / "a"], kind="images")
+    assert [(c.name, c.subdir, c.source.name) for c in cases] == [("a_1", "", "1.png"), ("b_1", "b", "1.tif"),
+                                                                  ("2", "b", "2.jpg")]
+    with pytest.raises(InputError, match="same input"):
+        find_cases([tmp_path / "a" / "1.png", tmp_path / "a" / "1.png"], kind="images")
     with pytest.raises(InputError, match="does not exist"):
-        list_images([tmp_path / "missing"])
+        find_cases([tmp_path / "missing"], kind="images")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="No images"):
-        list_images([tmp_path / "empty"])
+    with pytest.raises(InputError, match="no images"):
+        find_cases([tmp_path / "empty"], kind="images")

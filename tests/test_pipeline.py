@@ -107,6 +107,28 @@ def test_stages_overlap_and_stay_bounded():
             assert event[1] <= sum(1 for e in events[:k] if e[0] == "compute") + 1
 
 
+def test_a_case_is_reported_as_soon_as_its_outputs_are_written():
+    """The per-case line and the progress bar move when a case's write finishes, not when the network is done with
+    the next case: case 1's compute waits until case 0 has been reported, which only an immediate report allows."""
+    reported, first = [], threading.Event()
+
+    def on_done(outcome):
+        reported.append((outcome.index, outcome.error is None))
+        if outcome.index == 0:
+            first.set()
+
+    def compute(i, item):
+        if i == 1:
+            assert first.wait(10), "case 0 was not reported while case 1 was computed"
+        if i == 2:
+            raise ValueError("a case failing in compute is reported in its turn")
+        return item
+
+    outcomes = list(StagedPipeline(lambda i: i, compute, lambda i, p, c: c, prefetch=1, on_done=on_done).run(range(4)))
+    assert [o.error is None for o in outcomes] == [True, True, False, True]
+    assert reported == [(0, True), (1, True), (2, False), (3, True)]
+
+
 def test_sequential_pipeline_runs_in_the_calling_thread():
     threads = set()
 

@@ -55,14 +55,20 @@ def test_width_mismatch_names_tensor_and_leaves_model_untouched():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def _authors_file(path):
+    """Prompts in the authors' format, which records no settings: only the tensors' shapes tell them."""
+    torch.save({"prompt_learner": tiny_model().prompt_learner.state_dict()}, path)
+    return path
+
+
 def test_n_ctx_mismatch_names_tensor(tmp_path):
-    path = tiny_model().save_prompts(tmp_path / "p12.pt")
+    path = _authors_file(tmp_path / "p12.pt")
     with pytest.raises(CheckpointError, match=r"'ctx_pos'.*n_ctx"):
         tiny_model(prompts=path, config=AnomalyCLIPConfig(n_ctx=8, image_size=56))
 
 
 def test_depth_mismatch_names_tensor(tmp_path):
-    path = tiny_model().save_prompts(tmp_path / "depth9.pt")
+    path = _authors_file(tmp_path / "depth9.pt")
     with pytest.raises(CheckpointError, match=r"compound_prompts_text\.\d"):
         tiny_model(prompts=path, config=AnomalyCLIPConfig(depth=4, image_size=56))
 

@@ -265,7 +265,7 @@ def test_monai_download_large_files_fills_the_bundle_weights_folder(stand_ins, s
     from monai.bundle import download_large_files
 
     from anomalyclip_med.bundle import default_weights_dir
-    from anomalyclip_med.weights import locate, prompt_path, verify
+    from anomalyclip_med.weights import locate, resolve_weights, verify
 
     monkeypatch.setenv("ANOMALYCLIP_MED_REGISTRY", str(stand_ins[0] / "registry.json"))
     monkeypatch.setenv("ANOMALYCLIP_MED_CACHE", str(tmp_path / "cache"))
@@ -284,9 +284,9 @@ def test_monai_download_large_files_fills_the_bundle_weights_folder(stand_ins, s
         path = locate(entry, weights_dir)
         assert path == bundle / "models" / entry.filename
         verify(entry, path)
-    # what a checkpoint loader that takes a path gets for a --prompts value
-    assert prompt_path("visa-trained", weights_dir) == str(bundle / "models" / VISA_FILE)
-    assert prompt_path("untrained", weights_dir) is None
+    # the prompt file a --prompts value stands for
+    assert resolve_weights(None, None, "visa-trained", weights_dir).prompts == bundle / "models" / VISA_FILE
+    assert resolve_weights(None, None, "untrained", weights_dir).prompts is None
     assert not (tmp_path / "cache").exists()
 
 

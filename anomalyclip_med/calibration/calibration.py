@@ -8,7 +8,6 @@ one component owns the thresholds and applies them); it sits below inference and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -20,6 +19,7 @@ import numpy as np
 from anomalyclip_med.calibration.distribution import MAP_BINS, SCORE_BINS, ScoreDistribution
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.utils.hashing import file_digest
 
 __all__ = [
     "CALIBRATION_FORMAT",
@@ -152,14 +152,6 @@ def _first_difference(mine: Any, theirs: Any, prefix: str) -> str | None:
     return None if mine == theirs else f"{prefix}: calibrated with {mine!r}, this run has {theirs!r}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Calibration:
     """
@@ -268,7 +260,7 @@ class Calibration:
             model, scoring = dict(data["model"]), dict(data["scoring"])
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise InputError(f"Calibration '{path}' is not a valid calibration file: {err}.") from None
-        return cls(kind, model, scoring, levels, counts, str(path), _sha256(path))
+        return cls(kind, model, scoring, levels, counts, str(path), file_digest(path))
 
     def check(self, kind: str, model_identity: dict | None, scoring: Any = None) -> None:
         """
@@ -360,7 +352,7 @@ class CalibratedDecision(Decision):
                     f"rate {fpr:g} needs at least {int(np.ceil(1 / fpr - 1 - 1e-9))} (p-values are >= 1 / (n + 1)); "
                     "calibrate on more normals or ask for a higher rate.")
             self.thresholds[level] = threshold
-        super().__init__(self.thresholds[calibration.map_level])
+        super().__init__(self.thresholds.get(calibration.map_level))
 
     @property
     def calibrated(self) -> CalibratedDecision:

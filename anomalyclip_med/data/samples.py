@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anomalyclip_med.errors import InputError
-from anomalyclip_med.io.images import IMAGE_SUFFIXES
+from anomalyclip_med.io.names import IMAGE_SUFFIXES
 
 __all__ = [
     "Sample",

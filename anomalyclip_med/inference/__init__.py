@@ -14,10 +14,10 @@ __all__, __getattr__ = lazy_exports(
             "BatchOptions", "scan_options_record"
         ),
         "images2d": ("preprocess_images", "image_maps"),
-        "inferer": ("SliceAnomalyInferer",),
+        "inferer": ("VolumeAnomalyInferer",),
         "scan": (
             "OUTPUT_SUFFIXES", "DICOM_SEG_SUFFIX", "PreparedScan", "ScoredScan", "aggregate_scores", "case_id_of",
-            "scan_layout", "expected_outputs", "resume_record", "scan_report", "prepare_scan", "compute_scan",
+            "scan_layout", "expected_outputs", "plan_scan", "resume_record", "scan_report", "prepare_scan", "compute_scan",
             "write_scan"
         ),
         "slices": (

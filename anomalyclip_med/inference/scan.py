@@ -45,6 +45,7 @@ __all__ = [
     "case_id_of",
     "scan_layout",
     "expected_outputs",
+    "plan_scan",
     "resume_record",
     "scan_report",
     "prepare_scan",
@@ -218,8 +219,7 @@ def prepare_scan(
     source = Path(source)
     case = case_id or case_id_of(source)
     image = loader(source) if loader else load_volume(source, loading.series_uid, loading.volume_index)
-    plan = plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
-                       scoring.min_foreground, body_mask=scoring.body_mask)
+    plan = plan_scan(image, scoring, image_size, mean, std)
     if pin_memory:  # page-locked: the uploads to the GPU then run asynchronously, at full bus speed
         image = MetaTensor(image.as_tensor().pin_memory(), meta=image.meta)
         if plan.body is not None:
@@ -227,16 +227,24 @@ def prepare_scan(
     return PreparedScan(source, case, outputs, image, plan)
 
 
+def plan_scan(image, scoring: ScoringOptions, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]
+              ) -> SlicePlan:
+    """The host side's plan of a loaded scan under ``scoring``: intensity preset, slicing, slices to score, body
+    mask (:func:`anomalyclip_med.inference.slices.plan_slices`) for a network of that input size and normalisation."""
+    return plan_slices(image, scoring.intensity_preset(), image_size, mean, std, scoring.axis, scoring.skip_empty,
+                       scoring.min_foreground, body_mask=scoring.body_mask)
+
+
 def compute_scan(
-    model: AnomalyCLIP, prepared: PreparedScan, scoring: ScoringOptions, decision: Decision, progress: bool = False
+    model, image, plan: SlicePlan, scoring: ScoringOptions, threshold: float | None = None, progress: bool = False,
+    desc: str | None = None,
 ) -> ScoredScan:
-    """The device side: every planned slice through the network, map post-processing and the ``decision``'s
-    labelmap on the model's device, and one device-to-host copy of the final volumes."""
-    result = score_planned(model, prepared.image, prepared.plan, scoring.batch_size, scoring.z_smooth,
-                           decision.map_threshold, progress, prepared.case_id)
+    """The device side: every planned slice through the network, map post-processing (and, given a ``threshold``,
+    the labelmap) on the model's device, one device-to-host copy of the final volumes, and the scan score."""
+    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth, threshold, progress, desc)
     scan_score = aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
     g = result.geometry
-    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", prepared.case_id, result.preset.name,
+    logger.info("%s: preset %s (%s); %d/%d %s slices scored; scan score %.4f", desc or "scan", result.preset.name,
                 result.preset.reason, int(result.scored.sum()), g.n_slices, g.plane, scan_score)
     return ScoredScan(result, scan_score)
 

@@ -12,15 +12,21 @@ __all__, __getattr__ = lazy_exports(
     {
         "formats": ("describe_content", "check_volume_file", "DeclaredVolume"),
         "dicom": ("DICOM_SUFFIXES", "DicomSeries", "find_dicom_series", "select_dicom_series", "has_dicom_files"),
-        "images": ("IMAGE_SUFFIXES", "OPEN_ERRORS", "open_image", "check_image", "list_images", "to_rgb", "read_image"),
+        "images": ("OPEN_ERRORS", "open_image", "to_rgb", "read_image"),
         "masks": (
             "MAX_LABEL_ID", "MAX_LABEL_LEVELS", "MAX_EDGE_FRACTION", "binarize_mask", "read_mask", "image_size_of"
         ),
-        "names": ("NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id"),
-        "scans": ("load_volume",),
+        "names": (
+            "NIFTI_SUFFIXES", "VOLUME_SUFFIXES", "IMAGE_SUFFIXES", "volume_suffix", "image_suffix", "case_id_of",
+            "safe_case_id",
+        ),
+        "scans": ("load_volume", "as_scan"),
         "overlay": ("COLORMAP", "heatmap_overlay", "colour_bar", "save_png"),
         "writers": ("write_volume", "write_json", "write_csv", "write_montage", "write_dicom_seg", "dicom_seg_problem"),
-        "cases": ("CASE_NAMING", "ScanCase", "find_cases", "datalist_cases", "name_cases", "input_fingerprint"),
+        "cases": (
+            "CASE_NAMING", "CASE_KINDS", "ScanCase", "OutputLayout", "find_cases", "datalist_cases", "name_cases",
+            "input_fingerprint",
+        ),
         "case_outputs": ("OUTPUT_FILES_KEY", "file_record", "write_case_outputs", "read_finished_case"),
     },
 )

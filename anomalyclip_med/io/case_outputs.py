@@ -10,7 +10,6 @@ the old scores JSON is removed before the first rename), plus temporaries that t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -18,21 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from anomalyclip_med.utils.atomic import fsync_dir, fsync_file, new_temporary
+from anomalyclip_med.utils.hashing import file_digest
 
 __all__ = ["OUTPUT_FILES_KEY", "file_record", "write_case_outputs", "read_finished_case"]
 
 # key of the scores JSON listing the case's other outputs: {key: {"name", "size", "sha256"}}
 OUTPUT_FILES_KEY = "output_files"
-_CHUNK = 1 << 20
 
 
 def file_record(path: str | os.PathLike) -> dict[str, Any]:
     """``{"name", "size", "sha256"}`` of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return {"name": Path(path).name, "size": os.path.getsize(path), "sha256": h.hexdigest()}
+    return {"name": Path(path).name, "size": os.path.getsize(path), "sha256": file_digest(path)}
 
 
 def write_case_outputs(

@@ -118,7 +118,7 @@ def name_cases(sources: Sequence[Path], roots: Sequence[Path | None], naming: st
     are made safe as file names (:func:`anomalyclip_med.io.scans.safe_case_id`: ``Müller 1`` -> ``Müller_1``).
 
     Raises:
-        InputError: an unknown rule, or two inputs that are the same scan.
+        InputError: an unknown rule, or two inputs that are the same input.
     """
     if naming not in CASE_NAMING:
         raise InputError(f"Unknown case naming {naming!r}; choose one of {', '.join(CASE_NAMING)}.")
@@ -140,7 +140,7 @@ def name_cases(sources: Sequence[Path], roots: Sequence[Path | None], naming: st
         if not grown:
             first = names[clashing[0]]
             same = [str(sources[i]) for i in clashing if names[i] == first]
-            raise InputError(f"Inputs {', '.join(same)} are the same scan (case name {first!r}); give each once.")
+            raise InputError(f"Inputs {', '.join(same)} are the same input (case name {first!r}); give each once.")
 
 
 def _subdir(source: Path, root: Path | None) -> str:

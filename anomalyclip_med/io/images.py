@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.names import IMAGE_SUFFIXES
 
-__all__ = ["IMAGE_SUFFIXES", "OPEN_ERRORS", "open_image", "check_image", "list_images", "to_rgb", "read_image"]
+__all__ = ["OPEN_ERRORS", "open_image", "to_rgb", "read_image"]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -74,30 +74,8 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.I
             f"Cannot read {what} '{path}': {err}.") from None
 
 
-def check_image(path: str | os.PathLike) -> None:
-    """Cheaply check that ``path`` is a readable image (header and structure), raising ``InputError`` if not."""
-    with open_image(path) as im:
-        im.verify()
-
-
 def read_image(path: str | os.PathLike) -> Image.Image:
     """Read ``path`` as an 8-bit RGB PIL image; an unreadable file raises ``InputError`` naming it."""
     with open_image(path) as im:
         im.load()
         return to_rgb(im)
-
-
-def list_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image files; a missing path raises ``InputError``."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"Input '{p}' does not exist.")
-    out = list(dict.fromkeys(out))  # the same file named twice is scored once
-    if not out:
-        raise InputError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {[str(p) for p in paths]}.")
-    return out

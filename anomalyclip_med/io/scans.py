@@ -13,18 +13,19 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import ITKReader, MetaTensor, NibabelReader
+from monai.data.utils import orientation_ras_lps
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Transform
-from monai.utils import optional_import
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, optional_import
 
 from anomalyclip_med.errors import InputError
 from anomalyclip_med.io.dicom import DICOM_SUFFIXES, select_dicom_series
 from anomalyclip_med.io.formats import check_volume_file
-from anomalyclip_med.io.images import IMAGE_SUFFIXES
+from anomalyclip_med.io.names import IMAGE_SUFFIXES
 from anomalyclip_med.io.names import NIFTI_SUFFIXES, VOLUME_SUFFIXES, case_id_of, safe_case_id, volume_suffix
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)
 
-__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume"]
+__all__ = ["VOLUME_SUFFIXES", "volume_suffix", "case_id_of", "safe_case_id", "load_volume", "as_scan"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +93,56 @@ def load_volume(
     img.meta.update(extra)
     if index is not None:  # absent rather than None: MONAI's collation cannot batch None
         img.meta["volume_index"] = index
+    return _finish(img, path)
+
+
+def _finish(img: MetaTensor, name: str | os.PathLike) -> MetaTensor:
+    """The steps every scan takes after it is read, from a file or from memory: non-finite voxels replaced (and
+    counted in ``meta["nonfinite_voxels"]``), then a channel dimension added in front."""
     n_bad = _replace_nonfinite(img)
     img.meta["nonfinite_voxels"] = n_bad
     if n_bad:
         logger.warning("%s: %d non-finite voxel(s) (NaN/Inf) replaced by the scan's lowest/highest finite value",
-                       path, n_bad)
+                       name, n_bad)
     return EnsureChannelFirst(channel_dim="no_channel")(img)
+
+
+def as_scan(image: torch.Tensor | np.ndarray) -> MetaTensor:
+    """
+    A scan already in memory (e.g. handed over by MONAI Deploy or MONAI Label) as :func:`load_volume` would have
+    read it: a new channel-first float32 ``MetaTensor`` (1, X, Y, Z), its non-finite voxels replaced and counted,
+    the metadata defaults of a file read added; the caller's tensor is not modified.
+
+    ``image`` is one volume, ``(X, Y, Z)`` or ``(1, X, Y, Z)``; a ``MetaTensor``'s affine gives the geometry (a plain
+    tensor or array gets the identity). An affine in LPS space (``meta["space"] == "LPS"``, as MONAI Deploy's DICOM
+    loader makes it) is turned into the RAS affine that :func:`load_volume` gives and the slicing rules expect.
+
+    Raises:
+        InputError: anything but one 3D volume of one channel.
+    """
+    img = image if isinstance(image, MetaTensor) else MetaTensor(torch.as_tensor(image))
+    name = str(img.meta.get(ImageMetaKey.FILENAME_OR_OBJ) or "in-memory scan")
+    shape = tuple(img.shape)
+    if img.ndim == 4 and shape[0] == 1:
+        img = img[0]
+    elif img.ndim != 3:
+        raise InputError(f"{name}: an in-memory scan is one 3D volume, (X, Y, Z) or (1, X, Y, Z); got shape {shape}.")
+    if min(img.shape) < 2:
+        raise InputError(f"{name} is 2D (shape {shape}); `score` takes 3D scans. Use `anomalyclip-med predict` for "
+                         "2D images.")
+    meta = dict(img.meta)
+    affine = torch.as_tensor(img.affine, dtype=torch.float64).detach().cpu().clone()
+    original = meta.get(MetaKeys.ORIGINAL_AFFINE)
+    original = affine.numpy().copy() if original is None else np.array(original, dtype=np.float64)
+    if str(meta.get(MetaKeys.SPACE, SpaceKeys.RAS)) == str(SpaceKeys.LPS):
+        affine, original = orientation_ras_lps(affine), orientation_ras_lps(original)
+    meta.update({MetaKeys.AFFINE: affine, MetaKeys.ORIGINAL_AFFINE: original, MetaKeys.SPACE: SpaceKeys.RAS,
+                 ImageMetaKey.FILENAME_OR_OBJ: meta.get(ImageMetaKey.FILENAME_OR_OBJ) or name})
+    for key, default in (("source_format", "memory"), ("modality", ""), ("body_part", "")):
+        meta.setdefault(key, default)
+    meta.pop(MetaKeys.ORIGINAL_CHANNEL_DIM, None)  # set again by the channel step below
+    data = img.as_tensor().detach().to(device="cpu", dtype=torch.float32, copy=True)
+    return _finish(MetaTensor(data, meta=meta), name)
 
 
 def _load_file(path: Path, extra: dict) -> MetaTensor:

@@ -15,10 +15,10 @@ __all__, __getattr__ = lazy_exports(
             "load_backbone", "read_state_dict"
         ),
         "checkpoint": (
-            "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "read_prompt_checkpoint", "load_prompt_state",
-            "save_prompt_checkpoint", "file_sha256", "load_failure", "prompt_state_from"
+            "PROMPT_FORMAT", "PROMPT_FORMAT_VERSION", "NETWORK_PREFIX", "read_prompt_checkpoint", "load_prompt_state",
+            "save_prompt_checkpoint", "load_failure", "prompt_state_from"
         ),
-        "config": ("REFERENCE_SEED", "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "PRECISION_NAMES", "AnomalyCLIPConfig"),
+        "config": ("REFERENCE_SEED", "PRECISION_NAMES", "PROMPT_SHAPE_SETTINGS", "AnomalyCLIPConfig"),
         "factory": (
             "RANDOM_WEIGHTS", "PRECISION_CHOICES", "AUTO_PRECISION", "AUTO_PRECISION_TOLERANCE", "ModelOptions",
             "resolve_device", "resolve_precision", "create_model"

@@ -30,8 +30,8 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from anomalyclip_med.errors import BackboneError, MissingWeightsError
-from anomalyclip_med.network.config import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 from anomalyclip_med.network.materialize import build_on_meta, load_into_meta
+from anomalyclip_med.weights import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
 
 __all__ = [
     "BackboneInfo",

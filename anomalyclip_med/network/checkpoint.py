@@ -1,5 +1,6 @@
 """
-Prompt checkpoints: the original authors' ``{"prompt_learner": state_dict}`` files and this package's format.
+Prompt checkpoints: the original authors' ``{"prompt_learner": state_dict}`` files, this package's format, and the
+state dict of the bundle's network (``models/model.pt``: the prompt tensors under :data:`NETWORK_PREFIX`).
 
 The package format is a dict with ``format``, ``version``, ``package_version``, the prompt hyper-parameters
 (``config``), the identity of the backbone it was trained with (``backbone``) and the ``state_dict``.
@@ -8,39 +9,33 @@ Files are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anomalyclip_med.errors import CheckpointError, MissingWeightsError
+from anomalyclip_med.errors import CheckpointError
 from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.weights import missing_prompt_file
 
 __all__ = [
     "PROMPT_FORMAT",
     "PROMPT_FORMAT_VERSION",
+    "NETWORK_PREFIX",
     "read_prompt_checkpoint",
     "load_prompt_state",
     "prompt_state_from",
     "save_prompt_checkpoint",
-    "file_sha256",
     "load_failure",
 ]
 
 PROMPT_FORMAT = "anomalyclip_med.prompts"
 PROMPT_FORMAT_VERSION = 1
+# where the prompt tensors lie in the state dict of the bundle's network (AnomalyCLIPNet)
+NETWORK_PREFIX = "anomalyclip.prompt_learner."
 # In the authors' checkpoints but never used by their forward pass.
 _UNUSED_AUTHOR_KEYS = ("compound_prompt_projections.",)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_failure(err: Exception) -> str:
@@ -50,24 +45,30 @@ def load_failure(err: Exception) -> str:
             "or holds objects other than tensors (it is read with weights_only=True, so nothing in it runs).")
 
 
-def _check_tensors(path: Path, state_dict: Any) -> None:
+def _check_tensors(source: str, state_dict: Any) -> None:
     """Refuse a state dict that is not named tensors, or holds NaN/Inf: it would score every image NaN."""
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"Prompt checkpoint '{path}' is damaged: its state_dict is not a dict of tensors.")
+        raise CheckpointError(f"Prompt checkpoint {source} is damaged: its state_dict is not a dict of tensors.")
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() or tensor.is_complex():
             bad = int((~torch.isfinite(tensor)).sum())
             if bad:
-                raise CheckpointError(f"Prompt checkpoint '{path}' is damaged: tensor '{key}' holds {bad} NaN/Inf "
+                raise CheckpointError(f"Prompt checkpoint {source} is damaged: tensor '{key}' holds {bad} NaN/Inf "
                                       "value(s) (a diverged training run or a corrupt file); use another checkpoint.")
+
+
+def _is_network_state(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and k.startswith(NETWORK_PREFIX)
+                                                       for k in obj)
 
 
 def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
-    Read a prompt checkpoint of either format.
+    Read a prompt checkpoint of any format: the authors', this package's, or the bundle network's state dict.
 
     Returns:
-        ``{"state_dict", "config" (dict or None), "format" ("authors" or "package"), "backbone" (dict or None)}``.
+        ``{"state_dict", "config" (dict or None), "format" ("authors", "package" or "network"), "backbone" (dict
+        or None)}``; only the package format records settings (``config``) and the backbone.
 
     Raises:
         MissingWeightsError: no such file.
@@ -76,11 +77,7 @@ def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingWeightsError(
-            f"Prompt checkpoint '{path}' does not exist. Pass --prompts mvtec-trained or visa-trained (the "
-            "authors' released prompts, fetched on first use), a prompt file (e.g. one written by 'anomalyclip-med "
-            "train'), or --prompts untrained for freshly initialised prompts."
-        )
+        raise missing_prompt_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -92,16 +89,21 @@ def read_prompt_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"Prompt checkpoint '{path}' has format version {version!r}; this anomalyclip_med reads versions "
                 f"<= {PROMPT_FORMAT_VERSION}. Upgrade the package."
             )
-        _check_tensors(path, obj.get("state_dict"))
+        _check_tensors(f"'{path}'", obj.get("state_dict"))
         return {"state_dict": obj["state_dict"], "config": obj.get("config"), "format": "package",
                 "backbone": obj.get("backbone")}
     if isinstance(obj, dict) and isinstance(obj.get("prompt_learner"), dict):
         sd = prompt_state_from(obj)
-        _check_tensors(path, sd)
+        _check_tensors(f"'{path}'", sd)
         return {"state_dict": sd, "config": None, "format": "authors", "backbone": None}
+    if _is_network_state(obj):
+        sd = prompt_state_from(obj, strip=NETWORK_PREFIX)
+        _check_tensors(f"'{path}'", sd)
+        return {"state_dict": sd, "config": None, "format": "network", "backbone": None}
     raise CheckpointError(
-        f"'{path}' is not a prompt checkpoint: expected the authors' {{'prompt_learner': state_dict}} or a file "
-        f"written by anomalyclip_med (format '{PROMPT_FORMAT}')."
+        f"'{path}' is not a prompt checkpoint: expected the authors' {{'prompt_learner': state_dict}}, a file "
+        f"written by anomalyclip_med (format '{PROMPT_FORMAT}') or a bundle network's state dict "
+        f"({NETWORK_PREFIX}* tensors)."
     )
 
 
@@ -120,11 +122,13 @@ def prompt_state_from(obj: dict[str, Any], strip: str = "") -> dict[str, torch.T
 
 def load_prompt_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """
-    Load ``state_dict`` into a prompt learner, all or nothing.
+    Load ``state_dict`` into a prompt learner, all or nothing: every path that loads prompts (a file, a MONAI
+    checkpoint loader) passes this gate, so NaN/Inf prompts are refused the same way on every face.
 
     Raises:
-        CheckpointError: naming the first missing, unexpected or mis-shaped tensor and what it means.
+        CheckpointError: naming the first missing, unexpected or mis-shaped tensor and what it means, or NaN/Inf.
     """
+    _check_tensors(source, state_dict)
     expected = module.state_dict()
     for key in expected:
         if key not in state_dict:

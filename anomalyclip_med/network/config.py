@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from anomalyclip_med.errors import InputError
 
-__all__ = ["REFERENCE_SEED", "DEFAULT_BACKBONE", "DEFAULT_WEIGHTS", "PRECISION_NAMES", "AnomalyCLIPConfig"]
+__all__ = ["REFERENCE_SEED", "PRECISION_NAMES", "PROMPT_SHAPE_SETTINGS", "AnomalyCLIPConfig"]
 
 # the reference seeds everything with this value (its setup_seed(111)): the prompt initialisation and training
 REFERENCE_SEED = 111
-# Names the command line shows in its help; here, in a module without torch/open_clip, so that `--help` and
-# argument errors do not wait for them to import.
-DEFAULT_BACKBONE = "ViT-L-14-336"
-DEFAULT_WEIGHTS = "openai"
 # autocast dtypes of the image tower (network.model.PRECISIONS maps them to torch dtypes)
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
+# The settings that decide the shapes of the prompt tensors: a prompt file fits only a network built with its values.
+PROMPT_SHAPE_SETTINGS = ("n_ctx", "depth", "t_n_ctx")
 
 
 @dataclass
@@ -95,6 +94,28 @@ class AnomalyCLIPConfig:
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
+
+    @classmethod
+    def merged(cls, recorded: Mapping[str, Any] | None, explicit: Mapping[str, Any]) -> AnomalyCLIPConfig:
+        """
+        The settings of a network built from a prompt file: the caller's ``explicit`` values (the fields it set),
+        else the file's ``recorded`` ones, else the defaults.
+
+        An explicit layer choice, size, sigma, temperature or seed wins over the recorded one (``--feature-layers 24``
+        on a file recorded with 6 12 18 24 uses layer 24 only): they say how the prompts are used, not what they
+        are. An explicit prompt shape (:data:`PROMPT_SHAPE_SETTINGS`) that differs from the recorded one is refused:
+        no network with it could hold the file's tensors.
+
+        Raises:
+            InputError: an explicit prompt shape setting against the recorded one, naming both values.
+        """
+        recorded = dict(recorded or {})
+        clashes = [f"{k}: the prompt file records {recorded[k]!r}, the network is asked for {explicit[k]!r}"
+                   for k in PROMPT_SHAPE_SETTINGS if k in recorded and k in explicit and recorded[k] != explicit[k]]
+        if clashes:
+            raise InputError(f"The prompt file was trained with other prompt settings ({'; '.join(clashes)}): leave "
+                             "them unset to take the file's, or use a prompt file trained with them.")
+        return cls.from_dict({**recorded, **explicit})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnomalyCLIPConfig:

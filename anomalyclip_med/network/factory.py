@@ -9,12 +9,14 @@ its parser, and ``--help`` must not wait seconds for torch and open_clip to impo
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from anomalyclip_med.errors import InputError
-from anomalyclip_med.network.config import DEFAULT_WEIGHTS, PRECISION_NAMES
-from anomalyclip_med.weights import DEFAULT_PROMPTS
+from anomalyclip_med.errors import CheckpointError, InputError
+from anomalyclip_med.network.config import PRECISION_NAMES
+from anomalyclip_med.weights import DEFAULT_PROMPTS, DEFAULT_WEIGHTS, UNTRAINED, resolve_weights
 
 if TYPE_CHECKING:
     from anomalyclip_med.network.model import AnomalyCLIP
@@ -40,6 +42,8 @@ PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
 # measurement in docs/network.md. MPS: not measured, so fp32.
 AUTO_PRECISION_TOLERANCE = 1e-3
 AUTO_PRECISION = {"cuda": "fp16", "cpu": "fp32", "mps": "fp32"}
+# AnomalyCLIPConfig fields create_model takes as settings (layers and size are ModelOptions fields)
+_SETTINGS = frozenset({"n_ctx", "depth", "t_n_ctx", "sigma", "temperature", "seed", "dpam_layers"})
 _DEVICE_FIX = "use --device auto, cpu, cuda, cuda:N or mps (bundle: the same override, e.g. --device cpu)"
 
 
@@ -49,7 +53,7 @@ class ModelOptions:
     How to build the AnomalyCLIP network (defaults in brackets).
 
     Attributes:
-        backbone: open_clip model name (e.g. ``ViT-L-14-336``) or model config JSON [None: read from an
+        backbone: open_clip model name (e.g. ``ViT-L-14-336``) or model config (JSON file or dict) [None: read from an
             OpenAI-format weights file, else ``ViT-L-14-336``].
         backbone_weights: open_clip pretrained tag, a weights file, or ``"none"``/``"random"`` for RANDOM weights
             (tests only) ["openai"].
@@ -75,7 +79,7 @@ class ModelOptions:
         InputError: an invalid value, naming the option.
     """
 
-    backbone: str | None = None
+    backbone: str | dict | None = None
     backbone_weights: str | None = DEFAULT_WEIGHTS
     prompts: str = DEFAULT_PROMPTS
     weights_dir: str | None = None
@@ -92,7 +96,8 @@ class ModelOptions:
         # config files and command lines give "" or null for "not set": both mean the default
         for name in ("backbone", "weights_dir", "cache_dir"):
             value = getattr(self, name)
-            setattr(self, name, None if value is None or str(value) == "" else str(value))
+            if not isinstance(value, dict):  # a backbone may be an open_clip model config itself
+                setattr(self, name, None if value is None or str(value) == "" else str(value))
         self.prompts = DEFAULT_PROMPTS if self.prompts is None or str(self.prompts) == "" else str(self.prompts)
         for name in ("feature_layers", "map_layers"):
             value = getattr(self, name)
@@ -183,34 +188,74 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def create_model(options: ModelOptions | None = None) -> AnomalyCLIP:
+def create_model(options: ModelOptions | None = None, settings: Mapping[str, Any] | None = None) -> AnomalyCLIP:
     """
-    Build the network from ``options`` (in eval mode, on the resolved device).
+    Build the network from ``options`` (in eval mode, on the resolved device): the one constructor behind every
+    face (command line, bundle network, API).
 
-    The torch seed ``options.seed`` is set first, so that a random test backbone is drawn identically by every
-    face (command line, bundle, API) and every process.
+    In order: the device is resolved and ``precision="auto"`` is resolved for that device (a CPU network on a CUDA
+    machine runs fp32); the weights are resolved (registry names found in ``weights_dir`` or the cache, else
+    fetched and verified) and the prompt file is read and checked (unreadable, NaN/Inf); the network settings are
+    the prompt file's recorded ones merged with the caller's (:meth:`AnomalyCLIPConfig.merged`: what the caller
+    set, ``options.feature_layers``, ``map_layers``, ``image_size`` when not None and ``settings``, wins;
+    a prompt shape that contradicts the file is refused); then the backbone is built and the prompts loaded.
+
+    The torch seed ``options.seed`` is set right before the backbone is built, so that a random test backbone is
+    drawn identically by every face and every process.
+
+    Args:
+        options: which backbone, weights, prompts, layers, size, device and precision.
+        settings: further :class:`AnomalyCLIPConfig` fields the caller sets (``n_ctx``, ``depth``, ``t_n_ctx``,
+            ``sigma``, ``temperature``, ``seed``, ``dpam_layers``); those left out come from the prompt file, else
+            the defaults.
 
     Raises:
+        InputError: a setting against the prompt file's, an unknown setting, a device or precision this machine
+            lacks.
         MissingWeightsError, BackboneError, CheckpointError: weights or prompts that cannot be used.
     """
     import torch
 
+    from anomalyclip_med.network.backbone import load_backbone
+    from anomalyclip_med.network.checkpoint import read_prompt_checkpoint
+    from anomalyclip_med.network.config import AnomalyCLIPConfig
     from anomalyclip_med.network.model import AnomalyCLIP
 
     options = options or ModelOptions()
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - _SETTINGS)
+    if unknown:
+        raise InputError(f"Unknown network setting(s) {unknown}: use ModelOptions for layers and image size; "
+                         f"settings are {sorted(_SETTINGS)}.")
     device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
+    files = resolve_weights(options.backbone, None if options.random_weights else options.backbone_weights,
+                            options.prompts, options.weights_dir)
+    checkpoint = read_prompt_checkpoint(files.prompts) if files.prompts is not None else None
+    chosen = {"image_size": options.image_size, "feature_layers": options.feature_layers,
+              "map_layers": options.map_layers}
+    explicit = {**settings, **{k: v for k, v in chosen.items() if v is not None}}
+    config = AnomalyCLIPConfig.merged(checkpoint["config"] if checkpoint else None, explicit)
     torch.manual_seed(options.seed)
-    model = AnomalyCLIP.from_pretrained(
-        backbone=options.backbone,
-        backbone_weights=None if options.random_weights else options.backbone_weights,
-        prompts=options.prompts,
-        weights_dir=options.weights_dir,
-        feature_layers=options.feature_layers,
-        map_layers=options.map_layers,
-        image_size=options.image_size,
-        device=device,
-        precision=resolve_precision(options.precision, device),
-        cache_dir=options.cache_dir,
-        compile_network=options.compile_network,
-    )
-    return model.eval()
+    # a weights file is read straight onto the device into a backbone built without random initialisation
+    clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=options.cache_dir, device=device)
+    model = AnomalyCLIP(clip, info, config, precision, options.compile_network)
+    if checkpoint is not None:
+        name = files.prompts_entry.name if files.prompts_entry else None
+        try:
+            model.load_prompts(files.prompts, _checkpoint=checkpoint, _name=name)
+        except CheckpointError as err:
+            if name is None:
+                raise
+            raise CheckpointError(
+                f"{err} The named prompts '{name}' fit only the backbone they were trained with (OpenAI "
+                f"ViT-L/14@336px); with another backbone pass --prompts with a file trained for it, or "
+                f"--prompts {UNTRAINED}."
+            ) from None
+    else:
+        warnings.warn(
+            f"Prompts '{UNTRAINED}': AnomalyCLIP uses freshly initialised, UNTRAINED prompts "
+            f"(seed {config.seed}); its scores are not meaningful until prompts are trained or loaded.",
+            stacklevel=2,
+        )
+    return model.to(device).eval()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +14,20 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP
 from torch import nn
 
-from anomalyclip_med.errors import CheckpointError, InputError
-from anomalyclip_med.network.backbone import BackboneInfo, load_backbone
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.network.backbone import BackboneInfo
 from anomalyclip_med.network.checkpoint import (
-    file_sha256,
     load_prompt_state,
     read_prompt_checkpoint,
     save_prompt_checkpoint,
 )
-from anomalyclip_med.network.config import DEFAULT_WEIGHTS, PRECISION_NAMES, AnomalyCLIPConfig
+from anomalyclip_med.network.config import PRECISION_NAMES, AnomalyCLIPConfig
+from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.prompt_learner import PromptLearner, encode_text_with_prompts
 from anomalyclip_med.network.scoring import gaussian_smooth, layer_anomaly_maps, similarity_maps
 from anomalyclip_med.network.visual import dpam_forward, patch_grid
-from anomalyclip_med.weights import DEFAULT_PROMPTS, UNTRAINED, resolve_weights
+from anomalyclip_med.utils.hashing import file_digest
+from anomalyclip_med.weights import DEFAULT_PROMPTS, DEFAULT_WEIGHTS, UNTRAINED
 
 __all__ = ["PRECISIONS", "AnomalyCLIPForward", "AnomalyCLIPOutput", "AnomalyCLIP", "scores_from_forward"]
 
@@ -140,7 +141,8 @@ class AnomalyCLIP(nn.Module):
         compile_network: bool = False,
     ) -> AnomalyCLIP:
         """
-        Build AnomalyCLIP from backbone weights and prompts.
+        Build AnomalyCLIP from backbone weights and prompts: :func:`anomalyclip_med.network.create_model` with
+        keyword arguments (the same loading rules, the same merge of a prompt file's recorded settings).
 
         Args:
             backbone: open_clip model name or model config; ``None`` reads the architecture from an
@@ -152,56 +154,38 @@ class AnomalyCLIP(nn.Module):
                 first use), ``"visa-trained"``, a prompt checkpoint file (the authors' format or this package's),
                 or ``"untrained"`` (or ``None``): fresh, seeded prompts, with a warning that they are untrained.
             image_size: network input side; ``None`` takes ``config.image_size`` (518 by default).
-            device: torch device.
-            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the image tower).
-            config: network settings; by default the paper's, or those stored in a package prompt checkpoint.
+            device: torch device (``"auto"``: CUDA when available).
+            precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` (autocast of the image tower) or ``"auto"`` (per device).
+            config: network settings the caller sets, all of them; by default those recorded in a package prompt
+                checkpoint, else the paper's.
             cache_dir: open_clip download cache (other open_clip tags).
             weights_dir: a folder written by ``anomalyclip-med fetch-weights``, searched before the cache.
             feature_layers: visual layers (1-based) whose patch features are computed (replaces the config's).
             map_layers: which of those layers are summed into the anomaly map (replaces the config's).
             compile_network: ``torch.compile`` the image tower (opt-in, see the class).
         """
-        device = torch.device(device)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device={device} requested but CUDA is not available here; use device='cpu'.")
-        files = resolve_weights(backbone, backbone_weights, prompts, weights_dir)
-        checkpoint = read_prompt_checkpoint(files.prompts) if files.prompts is not None else None
-        if config is None:
-            stored = checkpoint.get("config") if checkpoint else None
-            config = AnomalyCLIPConfig.from_dict(stored) if stored else AnomalyCLIPConfig()
-        overrides = {"image_size": image_size, "feature_layers": feature_layers, "map_layers": map_layers}
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        # a weights file is read straight onto the device into a backbone built without random initialisation
-        clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=cache_dir, device=device)
-        model = cls(clip, info, config, precision, compile_network)
-        if checkpoint is not None:
-            name = files.prompts_entry.name if files.prompts_entry else None
-            try:
-                model.load_prompts(files.prompts, _checkpoint=checkpoint, _name=name)
-            except CheckpointError as err:
-                if name is None:
-                    raise
-                raise CheckpointError(
-                    f"{err} The named prompts '{name}' fit only the backbone they were trained with (OpenAI "
-                    f"ViT-L/14@336px); with another backbone pass --prompts with a file trained for it, or "
-                    f"--prompts {UNTRAINED}."
-                ) from None
-        else:
-            warnings.warn(
-                f"Prompts '{UNTRAINED}': AnomalyCLIP uses freshly initialised, UNTRAINED prompts "
-                f"(seed {config.seed}); its scores are not meaningful until prompts are trained or loaded.",
-                stacklevel=2,
-            )
-        return model.to(device)
+        settings = None
+        if config is not None:  # all of it is the caller's: image size and layers unless given separately
+            settings = config.to_dict()
+            image_size = config.image_size if image_size is None else image_size
+            feature_layers = config.feature_layers if feature_layers is None else feature_layers
+            map_layers = config.map_layers if map_layers is None else map_layers
+            for key in ("image_size", "feature_layers", "map_layers"):
+                del settings[key]
+        options = ModelOptions(
+            backbone=backbone, backbone_weights="none" if backbone_weights is None else backbone_weights,
+            prompts=UNTRAINED if prompts is None else prompts, weights_dir=weights_dir,
+            feature_layers=feature_layers, map_layers=map_layers, image_size=image_size, device=str(device),
+            precision=precision, compile_network=compile_network, cache_dir=cache_dir,
+        )
+        return create_model(options, settings)
 
     def load_prompts(self, path: str | os.PathLike, _checkpoint: dict | None = None, _name: str | None = None) -> None:
         """Load a prompt checkpoint (either format) into the prompt learner, all or nothing."""
         checkpoint = _checkpoint or read_prompt_checkpoint(path)
         load_prompt_state(self.prompt_learner, checkpoint["state_dict"], f"'{_name or path}' ({path})" if _name
                           else f"'{path}'")
-        self.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
+        self.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_digest(path),
                               "format": checkpoint["format"], "trained": True}
         if _name:
             self.prompt_source["name"] = _name

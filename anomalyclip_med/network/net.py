@@ -3,8 +3,10 @@
 
 MONAI bundles name their network as a ``_target_`` with arguments and load its learned state with
 ``CheckpointLoader``; export tools (``verify_net_in_out``, ``ckpt_export``, ``onnx_export``) call it on a batch
-and expect one tensor back. This module gives AnomalyCLIP that shape: the frozen CLIP backbone comes from its
-weights argument, and the network's state dict is only what is learned, the prompts.
+and expect one tensor back. This module gives AnomalyCLIP that shape. It is built by
+:func:`anomalyclip_med.network.create_model`, the constructor of every other face, so that the same arguments and
+prompt file give the same network (settings recorded in the prompt file, precision for its device) as
+``anomalyclip-med score``; the network's state dict is only what is learned, the prompts.
 """
 
 from __future__ import annotations
@@ -17,20 +19,24 @@ import torch
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 
-from anomalyclip_med.network.backbone import DEFAULT_WEIGHTS, load_backbone
-from anomalyclip_med.network.checkpoint import file_sha256, load_prompt_state, prompt_state_from, read_prompt_checkpoint
+from anomalyclip_med.errors import InputError
+from anomalyclip_med.network.checkpoint import (
+    NETWORK_PREFIX,
+    PROMPT_FORMAT,
+    load_prompt_state,
+    prompt_state_from,
+    read_prompt_checkpoint,
+)
 from anomalyclip_med.network.config import AnomalyCLIPConfig
-from anomalyclip_med.network.factory import ModelOptions, resolve_device, resolve_precision
+from anomalyclip_med.network.factory import ModelOptions, create_model
 from anomalyclip_med.network.model import AnomalyCLIP, AnomalyCLIPForward, scores_from_forward
 from anomalyclip_med.utils.atomic import atomic_path
-from anomalyclip_med.weights import UNTRAINED, resolve_weights
+from anomalyclip_med.weights import DEFAULT_WEIGHTS, UNTRAINED
 
 __all__ = ["AnomalyCLIPNet", "OUTPUT_CHANNELS", "as_anomalyclip", "network_state", "save_network_state"]
 
 # The channels of the eval-mode output, in order (network_data_format in the bundle's metadata.json).
 OUTPUT_CHANNELS = ("anomaly_map", "image_score")
-
-_LEARNED = "anomalyclip.prompt_learner."
 
 
 class AnomalyCLIPNet(nn.Module):
@@ -44,58 +50,65 @@ class AnomalyCLIPNet(nn.Module):
     In training mode ``forward`` returns the :class:`AnomalyCLIPForward` that the training losses are defined on
     (text features recomputed from the prompts, with gradients).
 
+    Built by :func:`anomalyclip_med.network.create_model`: a settings argument left at ``None`` is taken from the
+    ``prompts`` file when it records one, else the default; ``precision="auto"`` is resolved for ``device``.
+
     ``state_dict()`` holds only the learned prompts (``anomalyclip.prompt_learner.*``); the backbone is frozen
     and rebuilt from ``backbone_weights``. ``load_state_dict`` also takes the authors' released
-    ``{"prompt_learner": ...}`` checkpoints and this package's prompt files, all or nothing.
+    ``{"prompt_learner": ...}`` checkpoints and this package's prompt files, all or nothing; a package file whose
+    recorded settings differ from this network's is refused (pass it as ``prompts`` to build the network from it).
 
     Args:
         backbone: open_clip model name, model config (dict or JSON path), or ``None`` (from an OpenAI weights
             file, else ``ViT-L-14-336``).
         backbone_weights: open_clip pretrained tag, weights file, or ``None``/``"none"`` for random weights (tests).
-        image_size: network input side (a multiple of the patch size).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast of the image tower.
-        n_ctx, depth, t_n_ctx, feature_layers, map_layers, sigma, seed: :class:`AnomalyCLIPConfig` fields.
+        prompts: a registry name (``mvtec-trained``, ``visa-trained``), a prompt file of any format, or
+            ``"untrained"`` (the default: a MONAI network gets its learned state from ``load_state_dict``).
+        image_size: network input side (a multiple of the patch size) [None: the prompt file's, else 518].
+        device: where the network is built and run (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) [cpu: a
+            MONAI engine moves its network].
+        precision: ``"auto"`` (per ``device``), ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast of the image tower.
+        n_ctx, depth, t_n_ctx, feature_layers, map_layers, sigma, seed: :class:`AnomalyCLIPConfig` fields
+            [None: the prompt file's, else the default].
         compile_network: ``torch.compile`` the image tower (not for export).
         weights_dir: a folder written by ``anomalyclip-med fetch-weights``, searched before the cache.
         cache_dir: open_clip's download cache.
 
     Raises:
-        InputError: an invalid backbone, weights, size or precision option (checked by :class:`ModelOptions`).
+        InputError: an invalid option, or a setting against the prompt file's (:func:`create_model`).
+        MissingWeightsError, BackboneError, CheckpointError: weights or prompts that cannot be used.
     """
 
     def __init__(
         self,
         backbone: str | dict | os.PathLike | None = None,
         backbone_weights: str | os.PathLike | None = DEFAULT_WEIGHTS,
-        image_size: int = AnomalyCLIPConfig.image_size,
-        precision: str = "fp32",
-        n_ctx: int = AnomalyCLIPConfig.n_ctx,
-        depth: int = AnomalyCLIPConfig.depth,
-        t_n_ctx: int = AnomalyCLIPConfig.t_n_ctx,
+        prompts: str | os.PathLike | None = UNTRAINED,
+        image_size: int | None = None,
+        device: str = "cpu",
+        precision: str = ModelOptions.precision,
+        n_ctx: int | None = None,
+        depth: int | None = None,
+        t_n_ctx: int | None = None,
         feature_layers: tuple[int, ...] | None = None,
         map_layers: tuple[int, ...] | None = None,
-        sigma: float = AnomalyCLIPConfig.sigma,
-        seed: int = AnomalyCLIPConfig.seed,
+        sigma: float | None = None,
+        seed: int | None = None,
         compile_network: bool = ModelOptions.compile_network,
         weights_dir: str | os.PathLike | None = None,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
-        options = ModelOptions(backbone=backbone, backbone_weights=backbone_weights, image_size=image_size,
-                               precision=precision, compile_network=compile_network, cache_dir=cache_dir)
-        config = AnomalyCLIPConfig(image_size=options.image_size, n_ctx=n_ctx, depth=depth, t_n_ctx=t_n_ctx,
-                                   feature_layers=feature_layers, map_layers=map_layers, sigma=sigma, seed=seed)
-        # a random (test) backbone is drawn from the factory's seed, as every other face draws it, without
-        # touching the caller's random state
+        options = ModelOptions(backbone=backbone, backbone_weights="none" if backbone_weights is None
+                               else backbone_weights, prompts=UNTRAINED if prompts is None else prompts,
+                               weights_dir=weights_dir, feature_layers=feature_layers, map_layers=map_layers,
+                               image_size=image_size, device=device, precision=precision,
+                               compile_network=compile_network, cache_dir=cache_dir)
+        settings = {"n_ctx": n_ctx, "depth": depth, "t_n_ctx": t_n_ctx, "sigma": sigma, "seed": seed}
+        # the factory seeds torch for a random (test) backbone; the caller's random state stays as it was
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            # named weights (the default OpenAI file) are found in weights_dir or the cache, or fetched, verified
-            files = resolve_weights(options.backbone, None if options.random_weights else options.backbone_weights,
-                                    UNTRAINED, weights_dir)
-            clip, info = load_backbone(files.backbone, files.backbone_weights, cache_dir=options.cache_dir)
-        precision = resolve_precision(options.precision, resolve_device(options.device))  # "auto" per device
-        self.anomalyclip = AnomalyCLIP(clip, info, config, precision, options.compile_network)
-        self._prompt_file: tuple[str, str | None] | None = None
+            model = create_model(options, {k: v for k, v in settings.items() if v is not None})
+        self.anomalyclip = model.train(self.training)  # a new module is in training mode, as MONAI expects
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | AnomalyCLIPForward:
         if self.training:
@@ -121,7 +134,7 @@ class AnomalyCLIPNet(nn.Module):
         """The learned state: the prompt learner's tensors under this network's keys (no backbone)."""
         full = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
-        for key in [k for k in full if not k.startswith(prefix + _LEARNED)]:
+        for key in [k for k in full if not k.startswith(prefix + NETWORK_PREFIX)]:
             del full[key]
         return full
 
@@ -131,22 +144,46 @@ class AnomalyCLIPNet(nn.Module):
         a package prompt file, all or nothing (``strict`` is always on: partial prompts are never right).
 
         Raises:
-            CheckpointError: naming the missing, unexpected or mis-shaped tensor.
+            InputError: a package prompt file recorded with other settings than this network's, naming both
+                values (its maps would silently differ from those ``score`` gives with the file).
+            CheckpointError: naming the missing, unexpected or mis-shaped tensor, or NaN/Inf values.
         """
-        prompts = prompt_state_from(dict(state_dict), strip=_LEARNED)
+        state = dict(state_dict)
+        if state.get("format") == PROMPT_FORMAT and state.get("config"):
+            self._refuse_other_settings(state["config"])
+        prompts = prompt_state_from(state, strip=NETWORK_PREFIX)
         load_prompt_state(self.anomalyclip.prompt_learner, prompts, "given to AnomalyCLIPNet.load_state_dict")
-        if self._prompt_file is None:
-            self.anomalyclip.prompt_source = {"source": "network state dict", "trained": True}
+        self.anomalyclip.prompt_source = {"source": "network state dict", "trained": True}
         self._cache_text_features()
         return _IncompatibleKeys([], [])
 
-    def record_prompt_file(self, path: str | os.PathLike, name: str | None = None) -> None:
-        """Name the file (and registry name) whose state ``load_state_dict`` will receive, e.g. from MONAI's
-        ``CheckpointLoader``, so that the reports identify the prompts by file, digest and name."""
-        self._prompt_file = (str(path), name)
-        # the identity is needed before the loader runs (e.g. to check a calibration against the model)
-        self.anomalyclip.prompt_source = {"source": str(Path(path).resolve()), "sha256": file_sha256(path),
-                                          "trained": True, **({"name": name} if name else {})}
+    def _refuse_other_settings(self, recorded: Mapping[str, Any]) -> None:
+        """
+        Refuse a prompt file whose recorded settings are not this network's. Layers are compared as resolved
+        (a file records resolved layers; ``None`` means the default for the depth); the recorded ``seed`` is not
+        compared: it only drew the initial prompts, which the file's tensors replace.
+        """
+        model = self.anomalyclip
+        try:
+            file = AnomalyCLIPConfig.from_dict(dict(recorded))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"The prompt file given to load_state_dict records unreadable settings: {err}") from None
+        features = file.resolved_feature_layers(model.backbone_info.vision_layers) \
+            if "feature_layers" in recorded else model.feature_layers
+        theirs = {k: getattr(file, k) for k in recorded if k not in ("seed", "feature_layers", "map_layers")}
+        ours = {k: getattr(model.config, k) for k in theirs}
+        if "feature_layers" in recorded:
+            theirs["feature_layers"], ours["feature_layers"] = list(features), list(model.feature_layers)
+        if "map_layers" in recorded:
+            theirs["map_layers"] = list(file.resolved_map_layers(features))
+            ours["map_layers"] = list(model.map_layers)
+        differ = [f"{k}: the file records {theirs[k]}, the network has {ours[k]}" for k in theirs if theirs[k] != ours[k]]
+        if differ:
+            raise InputError(
+                f"The prompt file given to load_state_dict was recorded with other settings than this network's "
+                f"({'; '.join(differ)}): build the network from the file (prompts=FILE; bundle: --prompts FILE) "
+                "to take its settings, or with the same settings."
+            )
 
     @property
     def device(self) -> torch.device:
@@ -166,7 +203,7 @@ def network_state(prompts: str | os.PathLike) -> dict[str, torch.Tensor]:
     dict of :class:`AnomalyCLIPNet`: what a bundle's ``models/model.pt`` holds and ``CheckpointLoader`` loads.
     """
     state = read_prompt_checkpoint(prompts)["state_dict"]
-    return {_LEARNED + key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
+    return {NETWORK_PREFIX + key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
 
 
 def save_network_state(prompts: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -19,8 +19,7 @@ from anomalyclip_med.calibration.calibration import Calibration, comparable_mode
 from anomalyclip_med.calibration.distribution import ScoreDistribution
 from anomalyclip_med.inference.images2d import image_maps
 from anomalyclip_med.inference.options import LoadingOptions, ScoringOptions
-from anomalyclip_med.inference.scan import aggregate_scores
-from anomalyclip_med.inference.slices import plan_slices, score_planned
+from anomalyclip_med.inference.scan import compute_scan, plan_scan
 from anomalyclip_med.io.cases import OutputLayout, ScanCase, input_fingerprint
 from anomalyclip_med.io.images import read_image
 from anomalyclip_med.io.scans import load_volume
@@ -60,10 +59,9 @@ def scan_levels(model: AnomalyCLIP, image, scoring: ScoringOptions) -> tuple[np.
     values of the voxels a labelmap can flag (those of scored slices, inside the body when the map is masked to it:
     outside, the map is 0 and never flagged), the scored slices' scores, and the scan score.
     """
-    plan = plan_slices(image, scoring.intensity_preset(), model.config.image_size, model.mean, model.std,
-                       scoring.axis, scoring.skip_empty, scoring.min_foreground, body_mask=scoring.body_mask)
-    result = score_planned(model, image, plan, scoring.batch_size, scoring.z_smooth)
-    scan_score = aggregate_scores(result.slice_scores, result.scored, scoring.aggregation, scoring.topk)
+    plan = plan_scan(image, scoring, model.config.image_size, model.mean, model.std)
+    scored = compute_scan(model, image, plan, scoring)
+    result, scan_score = scored.result, scored.scan_score
     voxels = np.zeros(result.anomaly_map.shape, dtype=bool)
     np.moveaxis(voxels, result.geometry.axis, 0)[result.scored] = True
     if plan.body is not None:

@@ -108,6 +108,7 @@ class CaseResult:
         outputs: its output paths (the job's layout).
         record: what the job recorded for it (a scan's scores JSON, a cohort case's metrics; None when failed).
         error: one line naming the cause (failed cases).
+        seconds: wall seconds of each stage that ran (``prepare``, ``compute``, ``write``).
     """
 
     case: ScanCase
@@ -115,6 +116,7 @@ class CaseResult:
     outputs: dict[str, Path]
     record: dict[str, Any] | None = None
     error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -195,6 +197,7 @@ class CaseOutcome(Generic[I, R]):
     result: R | None = None
     error: BaseException | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    report: Any = None  # what the pipeline's ``on_done`` made of it (the engine: the case's CaseResult)
 
     def timed(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, its wall seconds recorded as the ``stage``'s."""
@@ -220,33 +223,41 @@ class _Inline(Executor):
 class WriteBehind:
     """
     The write stage: each case's write runs in a writer thread (or at once, in turn) while the caller goes on with
-    the next case, and cases come back finished in the order they were added. Closing it waits for the write under
-    way (outputs stay whole) and drops the writes not started.
+    the next case. Every case, failed ones too, takes its turn in that one thread, so cases finish in the order they
+    were added and ``on_done`` sees each one as soon as its outputs are written (not when the caller next looks).
+    Closing it waits for the write under way (outputs stay whole) and drops the writes not started.
 
     Args:
         background: write in a writer thread.
         max_pending: cases waiting for the writer before :meth:`ready` waits for the oldest.
+        on_done: called with each finished case's outcome, in the writer thread, in order.
     """
 
-    def __init__(self, background: bool = True, max_pending: int = 1) -> None:
+    def __init__(self, background: bool = True, max_pending: int = 1,
+                 on_done: Callable[[CaseOutcome], None] | None = None) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}.")
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="case-writer") if background else _Inline()
-        self._queue: deque[tuple[CaseOutcome, Future | None]] = deque()
-        self.max_pending = max_pending
+        self._queue: deque[tuple[CaseOutcome, Future]] = deque()
+        self.max_pending, self.on_done = max_pending, on_done
 
     def add(self, outcome: CaseOutcome, write: Callable[..., Any] | None = None, *args: Any) -> None:
         """Queue ``write(*args)`` as the case's last stage (its result becomes ``outcome.result``); without
         ``write``, or for a case that already failed, the case just takes its turn."""
-        future = None
+        self._queue.append((outcome, self._pool.submit(self._finish, outcome, write, args)))
+
+    def _finish(self, outcome: CaseOutcome, write: Callable[..., Any] | None, args: tuple) -> None:
         if write is not None and outcome.error is None:
-            future = self._pool.submit(outcome.timed, "write", write, *args)
-        self._queue.append((outcome, future))
+            try:
+                outcome.result = outcome.timed("write", write, *args)
+            except Exception as err:  # noqa: BLE001 - the case fails alone
+                outcome.error = err
+        if self.on_done is not None:
+            self.on_done(outcome)
 
     def ready(self) -> Iterator[CaseOutcome]:
         """The cases finished so far, in order, waiting for the oldest write while too many are pending."""
-        while self._queue and (len(self._queue) > self.max_pending or self._queue[0][1] is None
-                               or self._queue[0][1].done()):
+        while self._queue and (len(self._queue) > self.max_pending or self._queue[0][1].done()):
             yield self._finished(*self._queue.popleft())
 
     def drain(self) -> Iterator[CaseOutcome]:
@@ -255,12 +266,8 @@ class WriteBehind:
             yield self._finished(*self._queue.popleft())
 
     @staticmethod
-    def _finished(outcome: CaseOutcome, write: Future | None) -> CaseOutcome:
-        if write is not None:
-            try:
-                outcome.result = write.result()
-            except Exception as err:  # noqa: BLE001 - the case fails alone
-                outcome.error = err
+    def _finished(outcome: CaseOutcome, done: Future) -> CaseOutcome:
+        done.result()  # re-raises only what on_done itself raised
         return outcome
 
     def close(self) -> None:
@@ -287,6 +294,7 @@ class StagedPipeline(Generic[I, P, C, R]):
         prefetch: items prepared ahead of ``compute``; 0 prepares in the calling thread.
         background_write: write in a writer thread (else in the calling thread, after ``compute``).
         max_pending_writes: computed items waiting for the writer before ``compute`` waits.
+        on_done: called with each item's outcome as soon as it is finished (see :class:`WriteBehind`).
     """
 
     def __init__(
@@ -297,11 +305,13 @@ class StagedPipeline(Generic[I, P, C, R]):
         prefetch: int = DEFAULT_PREFETCH,
         background_write: bool = True,
         max_pending_writes: int = 1,
+        on_done: Callable[[CaseOutcome], None] | None = None,
     ) -> None:
         if prefetch < 0 or max_pending_writes < 1:
             raise ValueError(f"prefetch must be >= 0 and max_pending_writes >= 1, got {prefetch}, {max_pending_writes}.")
         self.prepare, self.compute, self.write = prepare, compute, write
         self.prefetch, self.background_write, self.max_pending_writes = prefetch, background_write, max_pending_writes
+        self.on_done = on_done
 
     def run(self, items: Iterable[I]) -> Iterator[CaseOutcome[I, R]]:
         """Yield one :class:`CaseOutcome` per item, in input order, as each item's write finishes."""
@@ -309,7 +319,7 @@ class StagedPipeline(Generic[I, P, C, R]):
         reader = ThreadPoolExecutor(1, thread_name_prefix="case-reader") if self.prefetch else _Inline()
         reads: list[Future | None] = []
         # an interrupted run: reads not started are dropped; the write under way finishes (whole outputs)
-        with WriteBehind(self.background_write, self.max_pending_writes) as writes:
+        with WriteBehind(self.background_write, self.max_pending_writes, self.on_done) as writes:
             try:
                 for outcome in outcomes:
                     while len(reads) < min(len(outcomes), outcome.index + 1 + self.prefetch):
@@ -531,21 +541,23 @@ class CaseRunner(Generic[P, C]):
 
     def result(self, outcome: CaseOutcome) -> CaseResult:
         """A case's :class:`CaseResult` from its pipeline outcome, its line printed (``error: <case>: <cause>`` on
-        stderr for a failed case) and the progress bar moved on: called as the case's outputs are written."""
+        stderr for a failed case) and the progress bar moved on: called (by the writer thread) as soon as the
+        case's outputs are written. Also left in ``outcome.report``."""
         case, outputs = outcome.item, self.job.outputs(outcome.item)
         if outcome.error is None:
             status, record = outcome.result
-            result = CaseResult(case, status, outputs, record)
+            result = CaseResult(case, status, outputs, record, seconds=outcome.seconds)
             self._echo(self.job.line(result))
         else:
             logger.debug("case %s failed", case.name, exc_info=outcome.error)
             cause = describe_error(outcome.error)
             if str(case.source) not in cause:  # a library's message seldom names the file
                 cause += f" (input '{case.source}')"
-            result = CaseResult(case, Status.FAILED, outputs, error=cause)
+            result = CaseResult(case, Status.FAILED, outputs, error=cause, seconds=outcome.seconds)
             self._echo(f"error: {case.name}: {cause}", error=True)
         if self._bar is not None:
             self._bar.update()
+        outcome.report = result
         return result
 
     # ------------------------------------------------------------------ the run
@@ -595,8 +607,9 @@ class CaseRunner(Generic[P, C]):
         with self.session() as (ctx, shard):
             if setup is not None:
                 setup(ctx)
-            pipeline = StagedPipeline(self.prepare, self.compute, self.write, self.prefetch, self.background_write)
-            mine = [(shard[o.index][0], self.result(o)) for o in pipeline.run([case for _, case in shard])]
+            pipeline = StagedPipeline(self.prepare, self.compute, self.write, self.prefetch, self.background_write,
+                                      on_done=self.result)
+            mine = [(shard[o.index][0], o.report) for o in pipeline.run([case for _, case in shard])]
             summary = self.summarise(mine, ctx)
             if finish is not None:
                 finish(summary, ctx)

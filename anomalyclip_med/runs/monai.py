@@ -114,7 +114,7 @@ class CaseEvaluator(SupervisedEvaluator):
                 self._writes.add(outcome)
             else:
                 self._writes.add(outcome, self.runner.write, outcome.item, batchdata["prepared"], computed)
-        self._results += [(o.index, self.runner.result(o)) for o in self._writes.ready()]
+        self._results += [(o.index, o.report) for o in self._writes.ready()]
         return {"case": outcome.item.name}
 
     def run(self, global_epoch: int = 1) -> None:
@@ -124,9 +124,10 @@ class CaseEvaluator(SupervisedEvaluator):
             InputError, OutputExistsError, OutputLockedError: the run is refused (nothing written).
         """
         self._results = []
-        with self.runner.session() as (ctx, _), WriteBehind(self.background_write) as self._writes:
+        with self.runner.session() as (ctx, _), \
+                WriteBehind(self.background_write, on_done=self.runner.result) as self._writes:
             super().run(global_epoch)
-            self._results += [(o.index, self.runner.result(o)) for o in self._writes.drain()]
+            self._results += [(o.index, o.report) for o in self._writes.drain()]
             # a handler that ended the run early (engine.terminate()) leaves cases unscored: they count as failed
             done = {i for i, _ in self._results}
             self._results += [(i, self.runner.result(CaseOutcome(i, case, error=AnomalyCLIPMedError(

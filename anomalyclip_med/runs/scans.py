@@ -98,7 +98,8 @@ class ScanJob:
                             m.std, pin_memory=m.device.type == "cuda", case_id=case.name, loader=loader)
 
     def compute(self, case: ScanCase, prepared: PreparedScan) -> ScoredScan:
-        return compute_scan(self.model, prepared, self.scoring, self.decision, self.progress)
+        return compute_scan(self.model, prepared.image, prepared.plan, self.scoring, self.decision.map_threshold,
+                            self.progress, case.name)
 
     def write(self, case: ScanCase, prepared: PreparedScan | Reused, scored: ScoredScan | None
               ) -> tuple[Status, dict[str, Any]]:

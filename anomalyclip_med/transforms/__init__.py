@@ -1,6 +1,7 @@
 """
 MONAI transforms of the package: loading and saving (scans, 2D images, scores reports), intensity
-presets, slicing and the 2D preprocessing; array transforms and their dictionary (``...d``) forms, as MONAI's.
+presets, slicing, a scored volume's map and labelmap, and the 2D preprocessing; array transforms and their
+dictionary (``...d``) forms, as MONAI's.
 
 Every public name of the submodules is exported here; each submodule is imported on first use.
 """
@@ -19,6 +20,7 @@ __all__, __getattr__ = lazy_exports(
         ),
         "load2d": ("LoadImage2D", "LoadMask2D", "LoadImage2Dd", "LoadMask2Dd"),
         "io": ("LoadScan", "LoadScand"),
+        "outputs": ("AnomalyOutputs", "AnomalyOutputsd"),
         "dictionary": (
             "CTWindowd", "PercentileNormalized", "IntensityPresetd", "SliceForegroundd", "SliceToNetworkInputd"
         ),

@@ -17,6 +17,7 @@ __all__, __getattr__ = lazy_exports(
         "lock": ("LOCK_NAME", "FolderLock"),
         "distributed": ("DistributedContext",),
         "console": ("NOISY_LOGGERS", "NOISY_WARNINGS", "quiet_third_party"),
-        "paths": ("check_writable_dir", "check_outputs"),
+        "paths": ("check_writable_dir",),
+        "hashing": ("HASH_TYPES", "file_digest"),
     },
 )

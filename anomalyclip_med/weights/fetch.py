@@ -11,7 +11,6 @@ without touching the network.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import sys
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from anomalyclip_med.errors import AnomalyCLIPMedError, MissingWeightsError
 from anomalyclip_med.utils.atomic import atomic_path
+from anomalyclip_med.utils.hashing import file_digest
 from anomalyclip_med.weights.registry import NamedWeights
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "DownloadError",
     "cache_dir",
     "weights_dirs",
-    "file_digest",
     "locate",
     "verify",
     "download",
@@ -94,25 +93,6 @@ def weights_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
                 "'anomalyclip-med fetch-weights --dest DIR' on a machine with internet access."
             )
     return dirs
-
-
-def file_digest(path: str | os.PathLike, hash_type: str) -> str:
-    """The file's digest as the registry states it: ``sha256`` or ``git-blob-sha1``."""
-    size = os.path.getsize(path)
-    digest = _hasher(hash_type, size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _hasher(hash_type: str, size: int):
-    if hash_type == "sha256":
-        return hashlib.sha256()
-    # git hashes a blob as its header "blob <size>\0" followed by the content
-    digest = hashlib.sha1()
-    digest.update(b"blob %d\0" % size)
-    return digest
 
 
 def locate(entry: NamedWeights, weights_dir: str | os.PathLike | None = None) -> Path | None:

@@ -25,6 +25,8 @@ from anomalyclip_med.errors import AnomalyCLIPMedError
 
 __all__ = [
     "AUTHORS_COMMIT",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_WEIGHTS",
     "BACKBONE_WEIGHTS_NAME",
     "DEFAULT_PROMPTS",
     "UNTRAINED",
@@ -36,6 +38,10 @@ __all__ = [
     "default_backbone_entry",
 ]
 
+# The default backbone: open_clip's name and pretrained tag of OpenAI's CLIP ViT-L/14@336px. Here, below the network
+# and without torch/open_clip, so that every layer (and the command line's `--help`) reads them from one place.
+DEFAULT_BACKBONE = "ViT-L-14-336"
+DEFAULT_WEIGHTS = "openai"
 AUTHORS_COMMIT = "45ed4dd35c05797d854294b5e8d585c545920089"
 _AUTHORS_RAW = f"https://raw.githubusercontent.com/zqhang/AnomalyCLIP/{AUTHORS_COMMIT}/"
 _AUTHORS_LICENCE = "MIT (Copyright (c) 2024 Qihang Zhou; THIRD_PARTY_NOTICES)"
@@ -124,8 +130,6 @@ def _openai_backbone() -> NamedWeights:
     # file's SHA-256 in the URL path, which is how open_clip verifies it too.
     import open_clip
 
-    from anomalyclip_med.network.backbone import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
-
     url = open_clip.get_pretrained_url(DEFAULT_BACKBONE, DEFAULT_WEIGHTS)
     digest = url.rstrip("/").split("/")[-2] if url else ""
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -177,8 +181,6 @@ def prompt_names() -> list[str]:
 
 def default_backbone_entry(backbone: str | None, weights: str | None) -> NamedWeights | None:
     """The registry's CLIP file when ``(backbone, weights)`` ask for the default backbone by its open_clip tag."""
-    from anomalyclip_med.network.backbone import DEFAULT_BACKBONE, DEFAULT_WEIGHTS
-
     if weights != DEFAULT_WEIGHTS or backbone not in (None, DEFAULT_BACKBONE):
         return None
     return registry()[BACKBONE_WEIGHTS_NAME]

@@ -22,7 +22,7 @@ from anomalyclip_med.weights.registry import (
     registry,
 )
 
-__all__ = ["PromptSource", "ResolvedWeights", "parse_prompts", "prompt_path", "resolve_weights"]
+__all__ = ["PromptSource", "ResolvedWeights", "missing_prompt_file", "parse_prompts", "resolve_weights"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,19 @@ def parse_prompts(value: str | os.PathLike | None) -> PromptSource:
     return PromptSource("file", text)
 
 
+def missing_prompt_file(path: str | os.PathLike) -> MissingWeightsError:
+    """The error for a prompt file that does not exist, naming it and the choices."""
+    return MissingWeightsError(
+        f"Prompt checkpoint '{path}' does not exist. Pass --prompts mvtec-trained or visa-trained (the authors' "
+        "released prompts, fetched on first use), a prompt file (e.g. one written by 'anomalyclip-med train'), or "
+        f"--prompts {UNTRAINED} for freshly initialised prompts."
+    )
+
+
 def _refuse_missing_files(backbone_weights: str | os.PathLike | None, source: PromptSource) -> None:
     """A named file that does not exist is the user's error to hear first, before any download is tried."""
     if source.kind == "file" and not Path(source.value).is_file():
-        from anomalyclip_med.network.checkpoint import read_prompt_checkpoint
-
-        read_prompt_checkpoint(source.value)  # raises, naming the file and the choices
+        raise missing_prompt_file(source.value)
     text = None if backbone_weights is None else str(backbone_weights)
     if text and not Path(text).is_file() and (isinstance(backbone_weights, os.PathLike) or "/" in text
                                               or os.sep in text or Path(text).suffix):
@@ -117,10 +124,3 @@ def resolve_weights(
     else:
         prompt_file = Path(source.value) if source.kind == "file" else None
     return ResolvedWeights(backbone, backbone_weights, prompt_file, source, prompts_entry, backbone_entry)
-
-
-def prompt_path(prompts: str | os.PathLike | None, weights_dir: str | os.PathLike | None = None) -> str | None:
-    """The local prompt file for ``prompts`` (a registry name is found or fetched; ``None``: untrained), e.g. for
-    a checkpoint loader that takes a path."""
-    path = resolve_weights(None, None, prompts, weights_dir).prompts
-    return None if path is None else str(path)

@@ -168,9 +168,10 @@ def test_manifest_encodings_and_case_ids(probed, name):
 
 
 def test_predict_on_a_decompression_bomb_is_one_error_line(tmp_path):
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "a_good.png")
-    (tmp_path / "b_bomb.png").write_bytes(png_bytes(100000, 100000, 2))
-    proc = run_cli("predict", tmp_path, "--out", tmp_path / "out", *TINY, *PROMPTS)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "in" / "a_good.png")
+    (tmp_path / "in" / "b_bomb.png").write_bytes(png_bytes(100000, 100000, 2))
+    proc = run_cli("predict", tmp_path / "in", "--out", tmp_path / "out", *TINY, *PROMPTS)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(error_lines(proc.stderr)) == 1
     assert f"b_bomb.png'" in proc.stderr and "decompression bomb" in proc.stderr
