@@ -272,9 +272,10 @@ def test_disagreement_2_the_bundle_accepts_its_own_calibration_where_auto_precis
     assert report["calibration"]["sha256"] == calibration.sha256
 
 
-def test_disagreement_2_on_a_gpu_host_the_bundle_accepts_its_own_calibration(normals, tmp_path, monkeypatch):
-    """On a GPU host (CUDA patched in), calibrate.json then inference.json with --device cpu: both resolve
-    ``precision auto`` for the CPU the network runs on (with face disagreement 1 fixed: the network's device)."""
+def test_on_a_gpu_host_calibrate_and_inference_on_the_cpu_agree(normals, tmp_path, monkeypatch):
+    """The GPU-host scenario of disagreements 1 and 2 (CUDA patched in, --device cpu): calibrate.json and
+    inference.json both resolve ``precision auto`` for the CPU the network runs on. (With --device cpu the old fp32
+    literal happens to agree; the test above is the one that catches a literal default.)"""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     calibration = _calibrate(normals, tmp_path / "calibration.json")
     assert calibration.model["precision"] == "fp32"  # the CPU's auto precision, as --device cpu
