@@ -61,8 +61,11 @@ for name, files, kind in (
     ("evaluate", ["train.json", "evaluate.json"], "train"),
     ("inference", ["inference.json"], "infer"),
 ):
+    # every output under WORKDIR: the configs' defaults (output_dir, ckpt_dir) are folders of the bundle itself,
+    # which tests running beside this one read
     data = ({"dataset_dir": str(scans), "prompts": "untrained", "output_dir": str(work / "infer_out")} if kind == "infer"
-            else {"dataset_dir": str(mvtec), "ckpt_dir": str(work), "prompts": str(model_pt)})
+            else {"dataset_dir": str(mvtec), "ckpt_dir": str(work), "output_dir": str(work / f"{name}_logs"),
+                  **({"prompts": str(model_pt)} if name == "evaluate" else {})})
     workflow = ConfigWorkflow(config_file=[str(configs / f) for f in files], meta_file=meta, workflow_type=kind,
                               logging_file=str(configs / "logging.conf"), bundle_root=str(bundle), **tiny_net, **data)
     workflow.initialize()

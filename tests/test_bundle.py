@@ -13,10 +13,12 @@ import zipfile
 
 import nibabel as nib
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
 from anomalyclip_med import AnomalyCLIP
+from anomalyclip_med.inference import ScoringOptions
 from conftest import SHARED_DATA, TESTS, TINY_CLIP_JSON, needs_shared_data, offline_env
 
 REPO = TESTS.parent
@@ -128,7 +130,7 @@ def test_main_job_offline_stops_at_start_with_the_fix(tmp_path):
     overrides or folder that provide it."""
     proc = _bundle("run", "--config_file", CONFIGS / "inference.json", "--bundle_root", BUNDLE,
                    "--output_dir", tmp_path / "out", env_extra=offline_env(tmp_path))
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     for needed in ("ViT-L-14-336px.pt", "anomalyclip_mvtec-trained.pth", "http://127.0.0.1:", "--backbone_weights",
                    "--prompts", "--weights_dir", "fetch-weights --dest"):
@@ -163,20 +165,15 @@ def test_export_packages_bundle_with_prompts(tmp_path):
     assert report["model"]["prompts"]["trained"] is True
 
 
-def test_override_booleans_and_option_names_are_parsed_one_way(capsys):
-    from anomalyclip_med.bundle import as_bool, build_model
+def test_override_booleans_and_option_names_are_parsed_one_way():
+    from anomalyclip_med.bundle import as_bool, scoring_options
+    from anomalyclip_med.errors import InputError
 
     assert as_bool("true") is True and as_bool("False") is False and as_bool(True) is True
-    try:
+    with pytest.raises(InputError, match="'yes'"):  # an exception in a library call, not the end of the process
         as_bool("yes")
-    except SystemExit as err:
-        assert str(err).startswith("error:") and "'yes'" in str(err)
-    else:
-        raise AssertionError("'yes' was taken as a boolean")
-    try:  # an unknown option ends the run with one error line naming it
-        build_model(backbone=str(TINY_CLIP_JSON), backbone_weights="none", image_sise=56)
-    except SystemExit as err:  # status 2, as the command line's
-        stderr = capsys.readouterr().err
-        assert err.code == 2 and stderr.startswith("error:") and stderr.count("\n") == 1 and "image_sise" in stderr
-    else:
-        raise AssertionError("an unknown model option was accepted")
+    # the scoring component takes the ScoringOptions fields, each checked as its override, and refuses others
+    assert scoring_options(threshold=0.3, topk=3, skip_empty="false") == ScoringOptions(threshold=0.3, topk=3,
+                                                                                       skip_empty=False)
+    with pytest.raises(InputError, match="did you mean --scoring#threshold"):
+        scoring_options(treshold=0.3)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 import synthetic_trees
 from anomalyclip_med.bundle import as_bool, prompt_dataset, resume_mode
+from anomalyclip_med.errors import InputError
 from anomalyclip_med.network import OUTPUT_CHANNELS, AnomalyCLIPNet
 from anomalyclip_med.training import TrainSettings, compute_losses, make_optimizer, train
 from conftest import TESTS, TINY_CLIP_JSON
@@ -123,12 +124,12 @@ def test_boolean_overrides_read_one_way():
     for text, value in (("true", True), ("True", True), ("TRUE", True), (True, True),
                         ("false", False), ("False", False), (" false ", False), (False, False)):
         assert as_bool(text) is value
-    with pytest.raises(SystemExit, match="expected a boolean"):
+    with pytest.raises(InputError, match="expected a boolean"):
         as_bool("flase")
     # the inference overrides continue / overwrite become the batch runner's resume mode, as score's flags
     assert [resume_mode(c, o) for c, o in ((False, False), (True, False), (False, True))] == \
         ["refuse", "continue", "overwrite"]
-    with pytest.raises(SystemExit, match="choose one of continue=true"):
+    with pytest.raises(InputError, match="choose one of --continue true"):
         resume_mode(True, True)
     # every boolean setting of every config reaches its component through as_bool
     checked = set()
