@@ -1,6 +1,6 @@
 """
 The typed API: one function per job, each taking the option dataclasses and returning a typed summary. The command
-line (``anomalyclip_med.cli``: argparse -> options -> one call here) and the MONAI bundle (``anomalyclip_med.bundle``)
+line (the ``cli`` package: argparse -> options -> one call here) and the MONAI bundle (``anomalyclip_med.bundle``)
 are two faces over these functions, so they cannot disagree about a run.
 
 Every batch job runs on the one run engine (:class:`anomalyclip_med.runs.engine.CaseRunner`); the network is
